@@ -1,0 +1,42 @@
+"""Bad input becomes one line on stderr and exit code 2; bugs keep their traceback."""
+
+from __future__ import annotations
+
+from dataclasses import fields, is_dataclass
+
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
+
+EXIT_BAD_INPUT = 2
+
+
+class UserError(Exception):
+    """Bad config, data or paths: the message says what is wrong and what is allowed."""
+
+
+USER_ERRORS = (UserError, MissingConfigException, ConfigCompositionException, OverrideParseException, OmegaConfBaseException)
+
+
+def one_line(error: BaseException) -> str:
+    """A single-line message for a UserError or a Hydra/OmegaConf composition error."""
+    if isinstance(error, MissingConfigException) and error.options:
+        group = (error.missing_cfg_file or "").rsplit("/", 1)[0]
+        choice = (error.missing_cfg_file or "").rsplit("/", 1)[-1]
+        return f"{group}={choice}: no such option; choose one of {', '.join(sorted(error.options))}"
+    cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
+    if isinstance(cause, OmegaConfBaseException):
+        return _omegaconf_line(cause)
+    first = str(error).strip().splitlines()
+    return " ".join(line.strip() for line in first if line.strip()) or type(error).__name__
+
+
+def _omegaconf_line(error: OmegaConfBaseException) -> str:
+    key = getattr(error, "full_key", None) or "config"
+    message = str(error).splitlines()[0].strip()
+    schema = getattr(error, "object_type", None)
+    if isinstance(error, MissingMandatoryValue):
+        return f"{key}: required; set {key}=VALUE"
+    if isinstance(error, (ConfigKeyError, ConfigAttributeError)) and is_dataclass(schema):
+        allowed = ", ".join(f.name for f in fields(schema))
+        return f"{key}: unknown key; {schema.__name__} allows {allowed}"
+    return f"{key}: {message}"

@@ -1,0 +1,247 @@
+"""Typed schema of a run: frozen dataclasses that Hydra composes into and validates against.
+
+Every YAML under `conf/` merges into these classes, so a misspelled key or a wrong type fails at
+composition. `OmegaConf.to_object` turns the composed config into a `Run`, whose `__post_init__`
+checks run before anything is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from finetune.errors import UserError
+
+TASKS = ("classification",)
+ARCHITECTURES = ("encoder", "seq2seq", "causal")
+DEVICES = ("auto", "cpu", "gpu")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+BUNDLED_DIR = Path(__file__).parent / "bundled"
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise UserError(f"{key}: {message}")
+
+
+def _one_of(value: str, allowed: tuple[str, ...], key: str) -> None:
+    _require(value in allowed, key, f"'{value}' is not allowed; choose one of {', '.join(allowed)}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model family: where its weights are and the facts the methods need, as data."""
+
+    name: str = MISSING
+    hub_id: str = MISSING  # Hugging Face Hub id, used when neither path nor weights_package is set
+    path: Optional[str] = None  # local checkpoint directory; wins over everything else
+    weights_package: Optional[str] = None  # pip package shipping the weights (get_model_path())
+    architecture: str = "encoder"  # encoder | seq2seq | causal
+    layers: str = MISSING  # dotted path of the ModuleList of transformer blocks (last_layers)
+    head: List[str] = field(default_factory=lambda: ["classifier"])  # trained by head_only
+    lora_targets: List[str] = field(default_factory=lambda: ["query", "value"])
+    pad_token: Optional[str] = None  # token reused as padding when the tokenizer has none
+    padding_side: str = "right"
+    max_length: int = 128  # tokens; longer texts are truncated and counted in the log
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        _one_of(self.architecture, ARCHITECTURES, "model.architecture")
+        _one_of(self.padding_side, ("left", "right"), "model.padding_side")
+        _require(self.max_length > 0, "model.max_length", f"must be > 0, got {self.max_length}")
+        object.__setattr__(self, "head", tuple(self.head))
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where the data is and which columns hold the text and the label."""
+
+    name: str = MISSING
+    task: str = "classification"
+    path: Optional[str] = None  # directory of {train,validation,test}.{jsonl,json,csv,parquet}[.gz]
+    hub_id: Optional[str] = None  # used when path is not set
+    hub_config: Optional[str] = None  # e.g. "sst2" for hub_id "glue"
+    text_column: str = "text"
+    label_column: str = "label"
+    label_names: Optional[List[str]] = None  # names of the label ids 0..n-1 when labels are ints
+    train_split: str = "train"
+    validation_split: Optional[str] = "validation"  # null: carve validation_fraction from train
+    test_split: Optional[str] = "test"  # null: no test evaluation
+    validation_fraction: float = 0.1
+    max_train_samples: Optional[int] = None  # seeded random subset, for quick runs
+    max_eval_samples: Optional[int] = None  # per evaluation split
+
+    def __post_init__(self) -> None:
+        _one_of(self.task, TASKS, "dataset.task")
+        _require(
+            self.path is not None or self.hub_id is not None,
+            "dataset.path",
+            f"data set '{self.name}' needs dataset.path=DIR (or a dataset.hub_id)",
+        )
+        _require(
+            0.0 < self.validation_fraction < 1.0,
+            "dataset.validation_fraction",
+            f"must be between 0 and 1, got {self.validation_fraction}",
+        )
+        for key in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, key)
+            _require(value is None or value > 0, f"dataset.{key}", f"must be > 0, got {value}")
+        if self.label_names is not None:
+            object.__setattr__(self, "label_names", tuple(self.label_names))
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Optimisation settings shared by every method that trains."""
+
+    epochs: int = 1
+    lr: float = 5e-5  # peak learning rate of AdamW
+    batch_size: int = 32  # samples per forward pass
+    eval_batch_size: Optional[int] = None  # default: 2 x batch_size (no activations kept)
+    grad_accum: int = 1  # optimizer step every grad_accum batches
+    max_steps: Optional[int] = None  # optimizer steps; caps epochs when set
+    warmup_ratio: float = 0.06  # fraction of steps with linear warmup, then linear decay to 0
+    weight_decay: float = 0.01  # not applied to biases and LayerNorm weights
+    max_grad_norm: float = 1.0  # gradient clipping; 0 disables
+    early_stopping_patience: Optional[int] = 2  # epochs without improvement; null disables
+    seed: int = 42
+    log_every_steps: int = 10  # loss/lr to TensorBoard and the progress bar
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "grad_accum", "log_every_steps"):
+            value = getattr(self, key)
+            _require(value > 0, f"train.{key}", f"must be > 0, got {value}")
+        _require(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
+        for key in ("eval_batch_size", "max_steps", "early_stopping_patience"):
+            value = getattr(self, key)
+            _require(value is None or value > 0, f"train.{key}", f"must be > 0 or null, got {value}")
+        _require(0 <= self.warmup_ratio < 1, "train.warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
+        _require(self.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _require(self.max_grad_norm >= 0, "train.max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
+
+
+@dataclass(frozen=True)
+class HardwareSpec:
+    """Where and at which precision the run executes."""
+
+    name: str = MISSING
+    device: str = "auto"  # auto: the GPU when one is visible, else the CPU
+    precision: str = "auto"  # auto: bf16 on a GPU that supports it, else fp32
+    num_threads: Optional[int] = None  # CPU threads for torch; null keeps torch's default
+
+    def __post_init__(self) -> None:
+        _one_of(self.device, DEVICES, "hardware.device")
+        _one_of(self.precision, PRECISIONS, "hardware.precision")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A fine-tuning method; each method's YAML extends one of its subclasses."""
+
+    name: str = MISSING
+
+
+@dataclass(frozen=True)
+class FullSpec(MethodSpec):
+    name: str = "full"
+
+
+@dataclass(frozen=True)
+class NoTrainingSpec(MethodSpec):
+    name: str = "none"
+
+
+@dataclass(frozen=True)
+class HeadOnlySpec(MethodSpec):
+    name: str = "head_only"
+
+
+@dataclass(frozen=True)
+class LastLayersSpec(MethodSpec):
+    name: str = "last_layers"
+    num_layers: int = 2  # the last N transformer blocks train, with the head
+
+    def __post_init__(self) -> None:
+        _require(self.num_layers > 0, "method.num_layers", f"must be > 0, got {self.num_layers}")
+
+
+@dataclass(frozen=True)
+class LoraSpec(MethodSpec):
+    name: str = "lora"
+    r: int = 8  # rank of the update matrices
+    alpha: int = 16  # scaling: the update is multiplied by alpha / r
+    dropout: float = 0.1
+    target_modules: Optional[List[str]] = None  # null: the model family's lora_targets
+
+    def __post_init__(self) -> None:
+        _require(self.r > 0, "method.r", f"must be > 0, got {self.r}")
+        _require(0 <= self.dropout < 1, "method.dropout", f"must be in [0, 1), got {self.dropout}")
+        if self.target_modules is not None:
+            object.__setattr__(self, "target_modules", tuple(self.target_modules))
+
+
+METHOD_SPECS: dict[str, type[MethodSpec]] = {
+    spec.name: spec for spec in (FullSpec, NoTrainingSpec, HeadOnlySpec, LastLayersSpec, LoraSpec)
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One fully specified, validated and immutable run: the only input of the engine."""
+
+    model: ModelSpec = MISSING  # the groups fill these from conf/<group>/<option>.yaml
+    dataset: DatasetSpec = MISSING
+    method: Any = MISSING  # one of the MethodSpec subclasses, chosen by the method group
+    hardware: HardwareSpec = MISSING
+    train: TrainSpec = field(default_factory=TrainSpec)
+    output_dir: str = "${hydra:runtime.output_dir}"  # the Hydra run directory
+    overrides: List[str] = field(default_factory=lambda: "${hydra:overrides.task}")  # type: ignore
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.method, MethodSpec), "method", "must be chosen with method=NAME")
+        object.__setattr__(self, "overrides", tuple(self.overrides))
+
+    @property
+    def label(self) -> str:
+        """Short human name, e.g. `minilm/lora/rotten_tomatoes`."""
+        return f"{self.model.name}/{self.method.name}/{self.dataset.name}"
+
+
+def _writable(schema: type) -> DictConfig:
+    # OmegaConf marks frozen dataclasses read-only, which would stop Hydra from merging YAML and
+    # overrides into them; the dataclass stays frozen for the Run that to_object builds.
+    node = OmegaConf.structured(schema)
+
+    def unlock(config: DictConfig) -> None:
+        OmegaConf.set_readonly(config, None)
+        for key in config.keys():
+            child = config._get_node(key)
+            if isinstance(child, DictConfig):
+                unlock(child)
+
+    unlock(node)
+    return node
+
+
+def register_configs() -> None:
+    """Put the schemas in Hydra's ConfigStore and register the `bundled` resolver."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    store.store(name="run_schema", node=_writable(Run))
+    for name, spec in METHOD_SPECS.items():
+        store.store(group="schema/method", name=name, node=_writable(spec))
+    if not OmegaConf.has_resolver("bundled"):
+        OmegaConf.register_new_resolver("bundled", lambda name: str(BUNDLED_DIR / name))
+
+
+def build_run(config: DictConfig) -> Run:
+    """Turn a composed config into a validated `Run` (raises UserError on bad values)."""
+    run = OmegaConf.to_object(config)
+    if not isinstance(run, Run):
+        raise UserError("the composed config is not a run; does conf/config.yaml list run_schema?")
+    return run
