@@ -1,0 +1,156 @@
+"""Load a data set (local files or the Hub), check its columns and map its labels to ids."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+from datasets import Dataset, DatasetDict
+
+from finetune.errors import UserError
+from finetune.schema import DatasetSpec
+
+log = logging.getLogger(__name__)
+
+BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class LabelledSplits:
+    """Splits with two columns, `text` (str) and `labels` (int id), and the names of the ids."""
+
+    splits: dict[str, Dataset]
+    label_names: tuple[str, ...]
+
+
+def load_splits(spec: DatasetSpec, seed: int) -> LabelledSplits:
+    """Load train/validation/test as `spec` says; carve validation from train when missing."""
+    raw = _load_local(spec) if spec.path else _load_hub(spec)
+    wanted = {"train": spec.train_split, "validation": spec.validation_split, "test": spec.test_split}
+    splits: dict[str, Dataset] = {}
+    for role, split_name in wanted.items():
+        if split_name is None:
+            continue
+        if split_name not in raw:
+            if role == "train":
+                raise UserError(f"dataset: no '{split_name}' split in {_where(spec)} (found: {', '.join(raw) or 'none'})")
+            log.info("No '%s' split in %s", split_name, _where(spec))
+            continue
+        splits[role] = _checked_columns(raw[split_name], spec, split_name)
+    if "validation" not in splits:
+        carved = splits["train"].train_test_split(test_size=spec.validation_fraction, seed=seed)
+        splits["train"], splits["validation"] = carved["train"], carved["test"]
+        log.info("Validation: %d rows carved from train (seed %d)", len(splits["validation"]), seed)
+    splits = {role: _subset(ds, spec.max_train_samples if role == "train" else spec.max_eval_samples, seed)
+              for role, ds in splits.items()}
+    return _labelled(splits, spec)
+
+
+def _where(spec: DatasetSpec) -> str:
+    return spec.path if spec.path else f"hub data set '{spec.hub_id}'"
+
+
+def find_split_file(directory: Path, split: str) -> Path | None:
+    """The file holding `split` in `directory`, e.g. train.jsonl, train.csv.gz, train.parquet."""
+    for suffix in BUILDERS:
+        for candidate in (directory / f"{split}{suffix}", directory / f"{split}{suffix}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _load_local(spec: DatasetSpec) -> dict[str, Dataset]:
+    directory = Path(spec.path).expanduser()
+    if not directory.is_dir():
+        raise UserError(f"dataset.path: '{directory}' is not a directory")
+    names = {spec.train_split, spec.validation_split, spec.test_split} - {None}
+    files = {name: find_split_file(directory, name) for name in names}
+    found = {name: path for name, path in files.items() if path is not None}
+    if spec.train_split not in found:
+        raise UserError(
+            f"dataset.path: no {spec.train_split}.jsonl, .json, .csv or .parquet (optionally .gz) in '{directory}'"
+        )
+    return {name: _read_file(path, name) for name, path in found.items()}
+
+
+def _read_file(path: Path, split: str) -> Dataset:
+    suffix = path.suffixes[-2] if path.suffix == ".gz" else path.suffix
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: the file is empty")
+    try:
+        dataset = datasets.load_dataset(BUILDERS[suffix], data_files={split: str(path)}, split=split)
+    except Exception as error:  # the builders raise many types for unreadable files
+        detail = str(error.__cause__ or error).strip().splitlines()
+        raise UserError(f"{path}: cannot be read as {BUILDERS[suffix]} ({detail[0] if detail else type(error).__name__})") from error
+    if len(dataset) == 0:
+        raise UserError(f"{path}: no rows")
+    return dataset
+
+
+def _load_hub(spec: DatasetSpec) -> DatasetDict:
+    try:
+        return datasets.load_dataset(spec.hub_id, spec.hub_config)
+    except Exception as error:  # network, missing data set, missing config: all reach the user
+        raise UserError(
+            f"dataset.hub_id: could not load '{spec.hub_id}' from the Hugging Face Hub "
+            f"({type(error).__name__}); offline? point dataset.path at local files"
+        ) from error
+
+
+def _checked_columns(dataset: Dataset, spec: DatasetSpec, split: str) -> Dataset:
+    for key, column in (("text_column", spec.text_column), ("label_column", spec.label_column)):
+        if column not in dataset.column_names:
+            raise UserError(
+                f"dataset.{key}: no column '{column}' in split '{split}' (columns: {', '.join(dataset.column_names)})"
+            )
+    texts = dataset[spec.text_column]
+    bad = next((i for i, text in enumerate(texts) if not isinstance(text, str)), None)
+    if bad is not None:
+        raise UserError(
+            f"dataset.text_column: row {bad} of split '{split}' has a {type(texts[bad]).__name__}, not a string"
+        )
+    dataset = dataset.select_columns([spec.text_column, spec.label_column])
+    return dataset.rename_columns({spec.text_column: "text", spec.label_column: "raw_label"})
+
+
+def _subset(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
+    # shuffled before cutting: files are often sorted by label
+    if limit is None or limit >= len(dataset):
+        return dataset
+    return dataset.shuffle(seed=seed).select(range(limit))
+
+
+def _labelled(splits: dict[str, Dataset], spec: DatasetSpec) -> LabelledSplits:
+    values = sorted(set(splits["train"]["raw_label"]), key=_label_order)
+    if spec.label_names is not None:
+        names = tuple(spec.label_names)
+        if not all(isinstance(v, int) and 0 <= v < len(names) for v in values):
+            raise UserError(
+                f"dataset.label_names: {len(names)} names given, so labels must be ints 0..{len(names) - 1}; found {values[:10]}"
+            )
+        ids = {index: index for index in range(len(names))}
+    else:
+        if len(values) < 2:
+            raise UserError(f"dataset.label_column: the train split has {len(values)} distinct label(s); need at least 2")
+        names = tuple(str(v) for v in values)
+        ids = {value: index for index, value in enumerate(values)}
+    for role, dataset in splits.items():
+        unknown = set(dataset["raw_label"]) - ids.keys()
+        if unknown:
+            raise UserError(
+                f"dataset.label_column: split '{role}' has labels {sorted(map(str, unknown))[:5]} "
+                f"outside the label set {list(names)}"
+            )
+    mapped = {
+        role: dataset.map(lambda batch: {"labels": [ids[v] for v in batch["raw_label"]]}, batched=True,
+                          remove_columns=["raw_label"])
+        for role, dataset in splits.items()
+    }
+    return LabelledSplits(splits=mapped, label_names=names)
+
+
+def _label_order(value: object) -> tuple[int, object]:
+    # numbers sort numerically, everything else as text; the two kinds never compare
+    return (0, value) if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, str(value))
