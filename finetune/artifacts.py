@@ -1,0 +1,130 @@
+"""Everything a run writes: results.json, TensorBoard events, the best checkpoint, the final model."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from dataclasses import asdict
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from peft import PeftModel
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+from transformers import PreTrainedTokenizerBase
+
+from finetune.errors import UserError
+from finetune.schema import Run
+
+LIBRARIES = ("finetune", "torch", "transformers", "peft", "datasets", "accelerate", "hydra-core")
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON to a temporary file in the same directory, then rename: readers never see half a file."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates 0600; results are meant to be shared
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(data, handle, indent=2, default=str)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def library_versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+class ResultsFile:
+    """results.json: `running` from the start, `completed` only at the end, `failed` with the error."""
+
+    def __init__(self, run: Run) -> None:
+        self.path = Path(run.output_dir) / "results.json"
+        self.record: dict[str, Any] = {
+            "status": "running",
+            "model": run.model.name,
+            "method": run.method.name,
+            "dataset": run.dataset.name,
+            "task": run.dataset.task,
+            "overrides": list(run.overrides),
+            "config": asdict(run),
+            "versions": library_versions(),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.path, self.record)
+        except OSError as error:
+            raise UserError(f"output_dir: cannot write to '{self.path.parent}' ({error.strerror})") from error
+
+    def complete(self, outcome: dict[str, Any]) -> dict[str, Any]:
+        return self._finish("completed", outcome)
+
+    def fail(self, error: BaseException) -> dict[str, Any]:
+        return self._finish("failed", {"error": f"{type(error).__name__}: {error}"})
+
+    def _finish(self, status: str, fields: dict[str, Any]) -> dict[str, Any]:
+        self.record.update(fields, status=status, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        write_json_atomic(self.path, self.record)
+        return self.record
+
+
+class Tracker:
+    """TensorBoard scalars under `<run>/tensorboard`, tagged `split/metric`."""
+
+    def __init__(self, directory: Path) -> None:
+        self.writer = SummaryWriter(log_dir=str(directory))
+
+    def log(self, prefix: str, values: dict[str, float], step: int) -> None:
+        for name, value in values.items():
+            self.writer.add_scalar(f"{prefix}/{name}", value, step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class BestCheckpoint:
+    """The trainable weights of the best epoch so far, on disk (only those change during training)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "trainable.safetensors"
+        self.saved = False
+
+    def save(self, model: nn.Module) -> None:
+        tensors = {name: p.detach().to("cpu", copy=True).contiguous() for name, p in model.named_parameters() if p.requires_grad}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        save_file(tensors, str(temporary))
+        os.replace(temporary, self.path)
+        self.saved = True
+
+    def restore(self, model: nn.Module) -> None:
+        if not self.saved:
+            return
+        result = model.load_state_dict(load_file(str(self.path)), strict=False)
+        if result.unexpected_keys:
+            raise RuntimeError(f"best checkpoint does not match the model: {result.unexpected_keys[:3]}")
+
+
+def save_model(model: nn.Module, tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:
+    """A Hugging Face directory: full weights, or a PEFT adapter plus the base config with the label names."""
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    if isinstance(model, PeftModel):
+        model.get_base_model().config.save_pretrained(directory)

@@ -1,0 +1,68 @@
+"""Load a model family's tokenizer and task model from a local path, a weights package or the Hub."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+
+from torch import nn
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from finetune.errors import UserError
+from finetune.schema import ModelSpec
+
+log = logging.getLogger(__name__)
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def model_source(spec: ModelSpec) -> str:
+    """Where the weights come from: `model.path`, else the weights package, else the Hub id."""
+    if spec.path:
+        directory = Path(spec.path).expanduser()
+        if not (directory / "config.json").is_file():
+            raise UserError(f"model.path: '{directory}' has no config.json; is it a Hugging Face model directory?")
+        if not any((directory / name).is_file() for name in WEIGHT_FILES):
+            raise UserError(f"model.path: no weights in '{directory}' (expected one of {', '.join(WEIGHT_FILES)})")
+        return str(directory)
+    if spec.weights_package:
+        try:
+            return str(importlib.import_module(spec.weights_package).get_model_path())
+        except ImportError:
+            log.warning("Package %s is not installed; loading %s from the Hub", spec.weights_package, spec.hub_id)
+    return spec.hub_id
+
+
+def load_tokenizer(source: str, spec: ModelSpec) -> PreTrainedTokenizerBase:
+    """The family's tokenizer with its padding quirks applied (pad token, padding side)."""
+    tokenizer = _from_pretrained(AutoTokenizer, source, spec)
+    if tokenizer.pad_token is None:
+        if spec.pad_token is None:
+            raise UserError(f"model.pad_token: the {spec.name} tokenizer has no pad token; set one in conf/model/{spec.name}.yaml")
+        tokenizer.pad_token = spec.pad_token
+    tokenizer.padding_side = spec.padding_side
+    return tokenizer
+
+
+def load_model(model_class: type, source: str, spec: ModelSpec, label_names: tuple[str, ...], pad_token_id: int) -> nn.Module:
+    """The task model with a head sized for `label_names`, whose names end up in its config."""
+    model = _from_pretrained(
+        model_class,
+        source,
+        spec,
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id={name: index for index, name in enumerate(label_names)},
+    )
+    model.config.pad_token_id = pad_token_id
+    return model
+
+
+def _from_pretrained(loader, source: str, spec: ModelSpec, **kwargs):
+    try:
+        return loader.from_pretrained(source, trust_remote_code=spec.trust_remote_code, **kwargs)
+    except OSError as error:  # missing files locally, or the Hub out of reach
+        raise UserError(
+            f"model: cannot load '{source}' ({str(error).splitlines()[0]}); offline? set model.path=DIR"
+        ) from error

@@ -1,0 +1,92 @@
+"""The recipe every run follows, top to bottom: set up, train, evaluate, save."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from accelerate.utils import set_seed
+
+from finetune.artifacts import BestCheckpoint, ResultsFile, Tracker, save_model
+from finetune.batching import LengthGroupedBatches, make_loader, sorted_batches, tokenize
+from finetune.data import load_splits
+from finetune.engine import evaluate, fit
+from finetune.hardware import make_accelerator, peak_memory_mb
+from finetune.methods import METHODS, count_parameters
+from finetune.models import load_model, load_tokenizer, model_source
+from finetune.schema import Run
+from finetune.tasks import TASKS
+
+log = logging.getLogger(__name__)
+
+
+def execute(run: Run) -> dict[str, Any]:
+    """Run one experiment; results.json says `completed` only if every step finished."""
+    results = ResultsFile(run)
+    tracker = Tracker(Path(run.output_dir) / "tensorboard")
+    try:
+        outcome = _execute(run, tracker)
+    except BaseException as error:
+        results.fail(error)
+        raise
+    finally:
+        tracker.close()
+    return results.complete(outcome)
+
+
+def _execute(run: Run, tracker: Tracker) -> dict[str, Any]:
+    run_dir = Path(run.output_dir)
+    task, method = TASKS[run.dataset.task], METHODS[run.method.name]
+    accelerator = make_accelerator(run.hardware, run.train.grad_accum)
+    set_seed(run.train.seed)
+
+    source = model_source(run.model)
+    log.info("Model %s from %s on %s", run.model.name, source, accelerator.device)
+    tokenizer = load_tokenizer(source, run.model)
+    data = load_splits(run.dataset, run.train.seed)
+    log.info("Data %s: %s; labels %s", run.dataset.name,
+             ", ".join(f"{role} {len(split)}" for role, split in data.splits.items()), list(data.label_names))
+    encoded = tokenize(data.splits, tokenizer, run.model.max_length)
+    model = load_model(task.model_class, source, run.model, data.label_names, tokenizer.pad_token_id)
+    model = method.prepare(model, run.method, run.model, task)
+    params = count_parameters(model)
+    log.info("Method %s: %s of %s parameters trainable (%.2f%%)", run.method.name,
+             f"{params['trainable']:,}", f"{params['total']:,}", 100 * params["trainable"] / params["total"])
+
+    eval_batch_size = run.train.eval_batch_size or 2 * run.train.batch_size
+    eval_roles = [role for role in ("validation", "test") if role in encoded]
+    eval_loaders = [make_loader(encoded[r], tokenizer, sorted_batches(encoded[r]["length"], eval_batch_size)) for r in eval_roles]
+    model, *eval_loaders = accelerator.prepare(model, *eval_loaders)
+    loaders = dict(zip(eval_roles, eval_loaders))
+
+    training: dict[str, Any] = {}
+    if method.trains:
+        batches = LengthGroupedBatches(encoded["train"]["length"], run.train.batch_size, run.train.seed)
+        train_loader = accelerator.prepare(make_loader(encoded["train"], tokenizer, batches))
+        best = BestCheckpoint(run_dir / "checkpoints" / "best")
+        summary = fit(model, train_loader, loaders["validation"], run.train, task, accelerator, tracker, best)
+        best.restore(accelerator.unwrap_model(model))
+        training = vars(summary)
+
+    metrics = {role: evaluate(model, loader, task, accelerator) for role, loader in loaders.items()}
+    final_step = training.get("optimizer_steps", 0)
+    for role, values in metrics.items():
+        tracker.log(f"final_{role}", values, final_step)
+    peak = peak_memory_mb(accelerator)
+    tracker.log("system", {"peak_memory_mb": peak}, final_step)
+
+    save_model(accelerator.unwrap_model(model), tokenizer, run_dir / "model")
+    return {
+        "metrics": metrics,
+        "main_metric": task.main_metric,
+        "label_names": list(data.label_names),
+        "params": params,
+        "train_seconds": training.get("train_seconds", 0.0),
+        "train_samples_per_second": training.get("train_samples_per_second", 0.0),
+        "peak_memory_mb": peak,
+        "training": training,
+        "model_source": source,
+        "device": str(accelerator.device),
+        "precision": accelerator.mixed_precision,
+    }
