@@ -1,0 +1,94 @@
+"""Shared fixtures: a tiny random BERT built from the real bert-base-uncased vocabulary, small data
+sets written on the fly, and `compose_run`, which composes the real conf/ the way `finetune` does."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from finetune.cli import CONF_DIR
+from finetune.schema import Run, build_run
+
+FIXTURES = Path(__file__).parent / "fixtures"
+POSITIVE = "good great wonderful superb moving delightful charming brilliant fun touching".split()
+NEGATIVE = "bad awful boring dull tedious clumsy stupid bland lifeless weak".split()
+FILLER = "the movie film story plot acting a an is was this that it and".split()
+
+
+def sentiment_rows(count: int, seed: int) -> list[dict]:
+    """Short texts whose label is given by the polarity words they contain: easy to learn."""
+    rng = random.Random(seed)
+    rows = []
+    for index in range(count):
+        label = index % 2
+        words = rng.sample(FILLER, rng.randint(2, 8)) + rng.sample(POSITIVE if label else NEGATIVE, rng.randint(1, 3))
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": label})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide random BERT (about 1M parameters) with the real uncased vocabulary."""
+    from transformers import BertConfig, BertModel
+
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    config = BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(directory)
+    for name in ("vocab.txt", "tokenizer_config.json"):
+        shutil.copy(FIXTURES / "bert-tokenizer" / name, directory / name)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def sentiment_dir(tmp_path_factory) -> Path:
+    """train/validation/test jsonl with 160/48/48 separable rows."""
+    directory = tmp_path_factory.mktemp("sentiment")
+    for split, count, seed in (("train", 160, 0), ("validation", 48, 1), ("test", 48, 2)):
+        write_jsonl(directory / f"{split}.jsonl", sentiment_rows(count, seed))
+    return directory
+
+
+@pytest.fixture
+def compose_run(tmp_path) -> Callable[..., Run]:
+    """Compose conf/ with overrides, as `finetune OVERRIDES` would, into a Run writing to tmp_path."""
+
+    def compose_with(*overrides: str, output_dir: Path | None = None) -> Run:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            config = compose(
+                config_name="config",
+                overrides=[*overrides, f"output_dir={output_dir or tmp_path / 'run'}", "overrides=[]"],
+            )
+        return build_run(config)
+
+    return compose_with
+
+
+@pytest.fixture
+def tiny_run(compose_run, tiny_bert, sentiment_dir) -> Callable[..., Run]:
+    """A Run of the tiny BERT on the sentiment data; extra overrides come last and win."""
+
+    def make(*overrides: str, output_dir: Path | None = None) -> Run:
+        return compose_run(
+            "model=bert", f"model.path={tiny_bert}", "model.max_length=32",
+            "dataset=local", f"dataset.path={sentiment_dir}",
+            "hardware=cpu", "train.batch_size=16", "train.lr=2e-3", "train.epochs=2",
+            *overrides, output_dir=output_dir,
+        )
+
+    return make

@@ -1,0 +1,107 @@
+"""Loading local files, column mapping, label mapping and validation carving."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pandas as pd
+import pytest
+
+from finetune.data import find_split_file, load_splits
+from finetune.errors import UserError
+from finetune.schema import DatasetSpec
+
+from conftest import sentiment_rows, write_jsonl
+
+
+def spec(path, **overrides) -> DatasetSpec:
+    return DatasetSpec(name="local", path=str(path), **overrides)
+
+
+def test_jsonl_splits_load_with_ids_and_label_names(sentiment_dir):
+    data = load_splits(spec(sentiment_dir, label_names=["neg", "pos"]), seed=0)
+    assert {role: len(ds) for role, ds in data.splits.items()} == {"train": 160, "validation": 48, "test": 48}
+    assert data.label_names == ("neg", "pos")
+    assert data.splits["train"].column_names == ["text", "labels"]
+    assert set(data.splits["test"]["labels"]) == {0, 1}
+
+
+def test_csv_and_parquet_with_other_column_names_and_string_labels(tmp_path):
+    rows = [{"review": r["text"], "stars": "pos" if r["label"] else "neg"} for r in sentiment_rows(40, 0)]
+    pd.DataFrame(rows[:30]).to_csv(tmp_path / "train.csv", index=False)
+    pd.DataFrame(rows[30:]).to_parquet(tmp_path / "test.parquet")
+    data = load_splits(spec(tmp_path, text_column="review", label_column="stars"), seed=0)
+    assert data.label_names == ("neg", "pos")
+    assert len(data.splits["train"]) + len(data.splits["validation"]) == 30
+    expected = [1 if row["stars"] == "pos" else 0 for row in rows[30:]]
+    assert data.splits["test"]["labels"] == expected
+
+
+def test_gzipped_jsonl_is_found_and_read(tmp_path):
+    with gzip.open(tmp_path / "train.jsonl.gz", "wt") as handle:
+        handle.writelines(json.dumps(row) + "\n" for row in sentiment_rows(20, 0))
+    assert find_split_file(tmp_path, "train") == tmp_path / "train.jsonl.gz"
+    assert len(load_splits(spec(tmp_path), seed=0).splits["train"]) == 18  # 2 carved for validation
+
+
+def test_rating_labels_1_to_4_map_to_ids_in_numeric_order(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", [{"text": f"t{i}", "label": [10, 2, 3, 4][i % 4]} for i in range(40)])
+    data = load_splits(spec(tmp_path), seed=0)
+    assert data.label_names == ("2", "3", "4", "10")
+
+
+def test_validation_is_carved_from_train_with_the_seed(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", sentiment_rows(100, 0))
+    first = load_splits(spec(tmp_path, validation_fraction=0.2), seed=7)
+    again = load_splits(spec(tmp_path, validation_fraction=0.2), seed=7)
+    other = load_splits(spec(tmp_path, validation_fraction=0.2), seed=8)
+    assert len(first.splits["validation"]) == 20 and len(first.splits["train"]) == 80
+    assert first.splits["validation"]["text"] == again.splits["validation"]["text"]
+    assert first.splits["validation"]["text"] != other.splits["validation"]["text"]
+    assert "test" not in first.splits
+
+
+def test_max_samples_take_a_shuffled_subset(sentiment_dir):
+    data = load_splits(spec(sentiment_dir, max_train_samples=20, max_eval_samples=10), seed=0)
+    assert len(data.splits["train"]) == 20 and len(data.splits["test"]) == 10
+    assert set(data.splits["train"]["labels"]) == {0, 1}
+
+
+def test_bundled_rotten_tomatoes_loads_offline(compose_run):
+    data = load_splits(compose_run().dataset, seed=0)
+    assert {role: len(ds) for role, ds in data.splits.items()} == {"train": 8530, "validation": 1066, "test": 1066}
+    assert data.label_names == ("neg", "pos")
+
+
+@pytest.mark.parametrize(
+    "rows,options,message",
+    [
+        ([{"text": "a", "label": 0}, {"text": "b", "label": 1}], {"text_column": "review"},
+         "dataset.text_column: no column 'review' in split 'train' (columns: text, label)"),
+        ([{"text": "a", "y": 0}], {}, "dataset.label_column: no column 'label'"),
+        ([{"text": 5, "label": 0}, {"text": "b", "label": 1}], {}, "dataset.text_column: row 0 of split 'train' has a int"),
+        ([{"text": "a", "label": 0}, {"text": "b", "label": 0}], {}, "need at least 2"),
+        ([{"text": "a", "label": 0}, {"text": "b", "label": 3}], {"label_names": ["neg", "pos"]}, "dataset.label_names: 2 names"),
+    ],
+)
+def test_bad_columns_and_labels_name_the_key(tmp_path, rows, options, message):
+    write_jsonl(tmp_path / "train.jsonl", rows * 5)
+    with pytest.raises(UserError) as caught:
+        load_splits(spec(tmp_path, **options), seed=0)
+    assert message in str(caught.value)
+
+
+def test_labels_outside_the_training_label_set_are_refused(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", sentiment_rows(20, 0))
+    write_jsonl(tmp_path / "test.jsonl", [{"text": "x", "label": 7}])
+    with pytest.raises(UserError, match="split 'test' has labels \\['7'\\] outside the label set"):
+        load_splits(spec(tmp_path), seed=0)
+
+
+def test_missing_train_file_and_empty_file(tmp_path):
+    with pytest.raises(UserError, match="no train.jsonl"):
+        load_splits(spec(tmp_path), seed=0)
+    (tmp_path / "train.jsonl").write_text("")
+    with pytest.raises(UserError, match="train.jsonl: the file is empty"):
+        load_splits(spec(tmp_path), seed=0)

