@@ -44,6 +44,7 @@ def main() -> None:
 
 def _quiet_libraries() -> None:
     import logging
+    import warnings
 
     import datasets
     import transformers
@@ -53,6 +54,7 @@ def _quiet_libraries() -> None:
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
     logging.getLogger("accelerate").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers|peft")
 
 
 def format_summary(results: dict[str, Any], run_dir: Path) -> str:

@@ -43,8 +43,8 @@ def load_splits(spec: DatasetSpec, seed: int) -> LabelledSplits:
         carved = splits["train"].train_test_split(test_size=spec.validation_fraction, seed=seed)
         splits["train"], splits["validation"] = carved["train"], carved["test"]
         log.info("Validation: %d rows carved from train (seed %d)", len(splits["validation"]), seed)
-    splits = {role: _subset(ds, spec.max_train_samples if role == "train" else spec.max_eval_samples, seed)
-              for role, ds in splits.items()}
+    limits = {"train": spec.max_train_samples, "validation": spec.max_eval_samples, "test": spec.max_eval_samples}
+    splits = {role: _subset(splits[role], limit, seed) for role, limit in limits.items() if role in splits}
     return _labelled(splits, spec)
 
 
@@ -91,12 +91,13 @@ def _read_file(path: Path, split: str) -> Dataset:
 
 def _load_hub(spec: DatasetSpec) -> DatasetDict:
     try:
-        return datasets.load_dataset(spec.hub_id, spec.hub_config)
+        loaded = datasets.load_dataset(spec.hub_id, spec.hub_config)
     except Exception as error:  # network, missing data set, missing config: all reach the user
         raise UserError(
             f"dataset.hub_id: could not load '{spec.hub_id}' from the Hugging Face Hub "
             f"({type(error).__name__}); offline? point dataset.path at local files"
         ) from error
+    return loaded.rename_columns(dict(spec.hub_renames)) if spec.hub_renames else loaded
 
 
 def _checked_columns(dataset: Dataset, spec: DatasetSpec, split: str) -> Dataset:

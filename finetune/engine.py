@@ -34,6 +34,7 @@ class FitSummary:
     train_samples_per_second: float
     train_tokens_per_second: float  # non-padding tokens
     stopped_early: bool
+    best_validation: dict[str, float]  # validation metrics of the best epoch
 
 
 def evaluate(model: nn.Module, loader: DataLoader, task: Task, accelerator: Accelerator) -> dict[str, float]:
@@ -85,6 +86,7 @@ def fit(
     log.info("Training: %d epoch(s), %d optimizer steps of %d samples", epochs, total_steps, train.batch_size * train.grad_accum)
 
     step, best_score, best_epoch, bad_epochs, stopped_early = 0, -math.inf, None, 0, False
+    best_metrics: dict[str, float] = {}
     samples, tokens, train_seconds = 0, torch.zeros((), device=accelerator.device), 0.0
     progress = tqdm(total=total_steps, desc="train", unit="step", disable=not accelerator.is_local_main_process)
     for epoch in range(epochs):
@@ -123,7 +125,7 @@ def fit(
         score = metrics[task.main_metric]
         log.info("Epoch %d: validation %s", epoch + 1, _format(metrics))
         if score > best_score:
-            best_score, best_epoch, bad_epochs = score, epoch + 1, 0
+            best_score, best_epoch, best_metrics, bad_epochs = score, epoch + 1, metrics, 0
             best.save(accelerator.unwrap_model(model))
         else:
             bad_epochs += 1
@@ -140,6 +142,7 @@ def fit(
         train_samples_per_second=samples / train_seconds,
         train_tokens_per_second=float(tokens.cpu()) / train_seconds,
         stopped_early=stopped_early,
+        best_validation=best_metrics,
     )
 
 

@@ -61,15 +61,18 @@ def _execute(run: Run, tracker: Tracker) -> dict[str, Any]:
     loaders = dict(zip(eval_roles, eval_loaders))
 
     training: dict[str, Any] = {}
+    metrics: dict[str, dict[str, float]] = {}
     if method.trains:
         batches = LengthGroupedBatches(encoded["train"]["length"], run.train.batch_size, run.train.seed)
         train_loader = accelerator.prepare(make_loader(encoded["train"], tokenizer, batches))
         best = BestCheckpoint(run_dir / "checkpoints" / "best")
         summary = fit(model, train_loader, loaders["validation"], run.train, task, accelerator, tracker, best)
         best.restore(accelerator.unwrap_model(model))
-        training = vars(summary)
-
-    metrics = {role: evaluate(model, loader, task, accelerator) for role, loader in loaders.items()}
+        training = {key: value for key, value in vars(summary).items() if key != "best_validation"}
+        metrics["validation"] = summary.best_validation
+    for role, loader in loaders.items():
+        if role not in metrics:
+            metrics[role] = evaluate(model, loader, task, accelerator)
     final_step = training.get("optimizer_steps", 0)
     for role, values in metrics.items():
         tracker.log(f"final_{role}", values, final_step)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
@@ -65,6 +65,7 @@ class DatasetSpec:
     path: Optional[str] = None  # directory of {train,validation,test}.{jsonl,json,csv,parquet}[.gz]
     hub_id: Optional[str] = None  # used when path is not set
     hub_config: Optional[str] = None  # e.g. "sst2" for hub_id "glue"
+    hub_renames: Dict[str, str] = field(default_factory=dict)  # Hub column -> our column name
     text_column: str = "text"
     label_column: str = "label"
     label_names: Optional[List[str]] = None  # names of the label ids 0..n-1 when labels are ints

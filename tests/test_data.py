@@ -99,6 +99,28 @@ def test_labels_outside_the_training_label_set_are_refused(tmp_path):
         load_splits(spec(tmp_path), seed=0)
 
 
+def test_hub_data_sets_are_renamed_and_hub_failures_are_one_line(monkeypatch):
+    from datasets import Dataset, DatasetDict
+
+    rows = sentiment_rows(20, 0)
+    hub_copy = DatasetDict(
+        train=Dataset.from_list([{"sentence": r["text"], "label": r["label"]} for r in rows]),
+        validation=Dataset.from_list([{"sentence": r["text"], "label": r["label"]} for r in rows[:6]]),
+    )
+    monkeypatch.setattr("datasets.load_dataset", lambda hub_id, config: hub_copy)
+    sst2 = DatasetSpec(name="sst2", hub_id="glue", hub_config="sst2", hub_renames={"sentence": "text"},
+                       validation_split=None, test_split="validation")
+    data = load_splits(sst2, seed=0)
+    assert len(data.splits["test"]) == 6 and len(data.splits["validation"]) == 2
+
+    def offline(*args):
+        raise ConnectionError("Couldn't reach 'glue' on the Hub")
+
+    monkeypatch.setattr("datasets.load_dataset", offline)
+    with pytest.raises(UserError, match="dataset.hub_id: could not load 'glue' from the Hugging Face Hub"):
+        load_splits(sst2, seed=0)
+
+
 def test_missing_train_file_and_empty_file(tmp_path):
     with pytest.raises(UserError, match="no train.jsonl"):
         load_splits(spec(tmp_path), seed=0)

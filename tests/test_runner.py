@@ -33,16 +33,14 @@ def reload(model_dir: Path):
     return PeftModel.from_pretrained(base, model_dir)
 
 
-def test_metrics(model, run) -> dict[str, float]:
+def split_metrics(model, run, split: str = "test") -> dict[str, float]:
+    """Evaluate a reloaded model on one split of the run's data."""
     tokenizer = AutoTokenizer.from_pretrained(Path(run.output_dir) / "model")
     data = load_splits(run.dataset, run.train.seed)
-    encoded = tokenize({"test": data.splits["test"]}, tokenizer, run.model.max_length)["test"]
+    encoded = tokenize({split: data.splits[split]}, tokenizer, run.model.max_length)[split]
     accelerator = Accelerator(cpu=True)
     loader = accelerator.prepare(make_loader(encoded, tokenizer, sorted_batches(encoded["length"], 64)))
     return evaluate(accelerator.prepare(model), loader, TASKS["classification"], accelerator)
-
-
-test_metrics.__test__ = False  # a helper, not a test
 
 
 @pytest.mark.parametrize(
@@ -70,7 +68,7 @@ def test_each_method_trains_saves_and_reloads_to_the_same_predictions(tiny_run, 
 
     model = reload(run_dir / "model")
     assert model.config.id2label == {0: "0", 1: "1"}
-    reloaded = test_metrics(model, run)
+    reloaded = split_metrics(model, run)
     assert reloaded["accuracy"] == results["metrics"]["test"]["accuracy"]
     assert reloaded["loss"] == pytest.approx(results["metrics"]["test"]["loss"], abs=1e-5)
 
@@ -95,6 +93,8 @@ def test_training_learns_and_keeps_the_best_epoch(tiny_run):
     assert len(per_epoch) == 4
     assert results["training"]["best_epoch"] == 1 + per_epoch.index(max(per_epoch))
     assert results["metrics"]["validation"]["accuracy"] == pytest.approx(max(per_epoch))
+    saved = split_metrics(reload(Path(run.output_dir) / "model"), run, "validation")
+    assert saved["loss"] == pytest.approx(results["metrics"]["validation"]["loss"], abs=1e-5)
     assert {"train/loss", "train/lr", "train/samples_per_second", "system/peak_memory_mb"} <= set(events.Tags()["scalars"])
 
 
@@ -128,6 +128,7 @@ def test_model_path_without_weights_is_refused(tiny_run, tmp_path):
         execute(tiny_run(f"model.path={tmp_path / 'empty'}"))
 
 
+@pytest.mark.slow
 def test_real_minilm_from_its_package_trains_on_bundled_data(compose_run):
     run = compose_run("hardware=cpu", "dataset.max_train_samples=64", "dataset.max_eval_samples=32", "train.batch_size=16")
     results = execute(run)
