@@ -126,5 +126,7 @@ def save_model(model: nn.Module, tokenizer: PreTrainedTokenizerBase, directory: 
     """A Hugging Face directory: full weights, or a PEFT adapter plus the base config with the label names."""
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    if isinstance(model, PeftModel):
-        model.get_base_model().config.save_pretrained(directory)
+    if isinstance(model, PeftModel):  # the base config carries the label names and the model class
+        base = model.get_base_model()
+        base.config.architectures = [type(base).__name__]
+        base.config.save_pretrained(directory)

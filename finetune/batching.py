@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from typing import Iterator
@@ -9,19 +10,21 @@ from typing import Iterator
 import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader, Sampler
-from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+from finetune.tasks import Task
 
 log = logging.getLogger(__name__)
 
 BUCKET_BATCHES = 50  # batches per sorted chunk: long enough to group lengths, short enough to stay random
 
 
-def tokenize(splits: dict[str, Dataset], tokenizer: PreTrainedTokenizerBase, max_length: int) -> dict[str, Dataset]:
-    """Token ids, attention masks and a `length` column for every split (texts truncated to max_length)."""
+def tokenize(splits: dict[str, Dataset], task: Task, max_length: int) -> dict[str, Dataset]:
+    """The task's encoding of every split plus a `length` column (texts truncated to max_length)."""
     encoded = {}
     for role, dataset in splits.items():
         encoded[role] = dataset.map(
-            lambda batch: _encode(tokenizer, batch["text"], max_length), batched=True, remove_columns=["text"]
+            lambda batch: _encode(task, batch, max_length), batched=True, remove_columns=dataset.column_names,
+            new_fingerprint=_fingerprint(dataset, task, max_length),
         )
         at_limit = sum(1 for length in encoded[role]["length"] if length >= max_length)
         if at_limit:
@@ -29,10 +32,18 @@ def tokenize(splits: dict[str, Dataset], tokenizer: PreTrainedTokenizerBase, max
     return encoded
 
 
-def _encode(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> dict[str, list]:
-    encoding = tokenizer(texts, truncation=True, max_length=max_length)
-    encoding["length"] = [len(ids) for ids in encoding["input_ids"]]
-    return dict(encoding)
+def _fingerprint(dataset: Dataset, task: Task, max_length: int) -> str:
+    # datasets would otherwise dill-hash the whole tokenizer for every split (seconds each);
+    # these are the inputs that decide the encoding
+    tokenizer = task.tokenizer
+    key = [dataset._fingerprint, type(task).__name__, tokenizer.name_or_path, type(tokenizer).__name__,
+           len(tokenizer), max_length, getattr(task, "label_names", None)]
+    return hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+
+
+def _encode(task: Task, batch: dict[str, list], max_length: int) -> dict[str, list]:
+    encoding = task.encode(batch["text"], batch["labels"], max_length)
+    return {**encoding, "length": [len(ids) for ids in encoding["input_ids"]]}
 
 
 class LengthGroupedBatches(Sampler[list[int]]):
@@ -71,12 +82,11 @@ def sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def make_loader(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, batch_sampler) -> DataLoader:
+def make_loader(dataset: Dataset, task: Task, batch_sampler) -> DataLoader:
     """A DataLoader that pads each batch to its own longest sequence."""
-    columns = [c for c in ("input_ids", "attention_mask", "token_type_ids", "labels") if c in dataset.column_names]
     return DataLoader(
-        dataset.select_columns(columns),
+        dataset.remove_columns("length"),
         batch_sampler=batch_sampler,
-        collate_fn=DataCollatorWithPadding(tokenizer),
+        collate_fn=task.collate,
         pin_memory=torch.cuda.is_available(),
     )

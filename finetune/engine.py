@@ -44,10 +44,10 @@ def evaluate(model: nn.Module, loader: DataLoader, task: Task, accelerator: Acce
     with torch.no_grad():
         for batch in loader:
             output = model(**batch)
-            batch_logits, batch_labels = accelerator.gather_for_metrics((output.logits, batch["labels"]))
+            batch_logits, batch_labels = accelerator.gather_for_metrics(task.scores(output, batch))
             logits.append(batch_logits.float().cpu())
             labels.append(batch_labels.cpu())
-            losses.append(output.loss.detach().float() * len(batch["labels"]))
+            losses.append(output.loss.detach().float() * len(batch["input_ids"]))
     all_labels = torch.cat(labels).numpy()
     metrics = task.metrics(torch.cat(logits).numpy(), all_labels)
     metrics["loss"] = float(torch.stack(losses).sum().cpu()) / max(len(all_labels), 1)
@@ -104,7 +104,7 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
             window_loss += loss.detach()
             window_batches += 1
-            samples += len(batch["labels"])
+            samples += len(batch["input_ids"])
             tokens += batch["attention_mask"].sum()
             if not accelerator.sync_gradients:
                 continue

@@ -1,16 +1,23 @@
-"""Fine-tuning methods: each one decides which weights train. One entry a method in METHODS."""
+"""Fine-tuning methods: each decides which weights train. One entry a method in METHODS.
+
+Family facts (layer paths, head modules, peft targets) come from the model YAML, never from
+branches on the model's name.
+"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable
 
-from peft import LoraConfig, get_peft_model
+from peft import IA3Config, LoraConfig, PeftConfig, PrefixTuningConfig, PromptTuningConfig, get_peft_model
 from torch import nn
 
 from finetune.errors import UserError
-from finetune.schema import LastLayersSpec, LoraSpec, MethodSpec, ModelSpec
+from finetune.schema import IA3Spec, LastLayersSpec, LoraSpec, MethodSpec, ModelSpec, PrefixTuningSpec, PromptTuningSpec
 from finetune.tasks import Task
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,22 +55,64 @@ def _head_only(model: nn.Module, spec: MethodSpec, family: ModelSpec, task: Task
 
 
 def _last_layers(model: nn.Module, spec: LastLayersSpec, family: ModelSpec, task: Task) -> nn.Module:
-    blocks = _submodule(model, family.layers, "layers", family)
+    blocks = list(_submodule(model, family.layers, "layers", family))
+    head = [_submodule(model, path, "head", family) for path in family.head]
+    if family.shared_layers:
+        log.info("%s shares its layer weights across depth: last_layers trains the shared block(s) whole", family.name)
+        return _freeze_except(model, blocks + head)
     if spec.num_layers > len(blocks):
         raise UserError(f"method.num_layers: {family.name} has {len(blocks)} layers at {family.layers}; got {spec.num_layers}")
-    head = [_submodule(model, path, "head", family) for path in family.head]
-    return _freeze_except(model, list(blocks[len(blocks) - spec.num_layers :]) + head)
+    return _freeze_except(model, blocks[len(blocks) - spec.num_layers :] + head)
+
+
+def _with_peft(model: nn.Module, config: PeftConfig, key: str) -> nn.Module:
+    try:
+        return get_peft_model(model, config)
+    except (ValueError, TypeError, AttributeError) as error:  # peft: targets missing, model unsupported
+        raise UserError(f"{key}: {str(error).splitlines()[0]}") from error
 
 
 def _lora(model: nn.Module, spec: LoraSpec, family: ModelSpec, task: Task) -> nn.Module:
-    targets = list(spec.target_modules or family.lora_targets)
     config = LoraConfig(
-        task_type=task.peft_task_type, r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=targets
+        task_type=task.peft_task_type, r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
+        target_modules=list(spec.target_modules or family.lora_targets), modules_to_save=list(family.peft_trainable),
     )
-    try:
-        return get_peft_model(model, config)
-    except ValueError as error:  # peft: target modules not found in the model
-        raise UserError(f"method.target_modules: {str(error).splitlines()[0]}") from error
+    return _with_peft(model, config, "method.target_modules")
+
+
+def _ia3(model: nn.Module, spec: IA3Spec, family: ModelSpec, task: Task) -> nn.Module:
+    config = IA3Config(
+        task_type=task.peft_task_type,
+        target_modules=list(spec.target_modules or family.ia3_targets),
+        feedforward_modules=list(spec.feedforward_modules or family.ia3_feedforward),
+        modules_to_save=list(family.peft_trainable),
+    )
+    return _with_peft(model, config, "method.target_modules")
+
+
+def _prompt_fields(model: nn.Module, family: ModelSpec) -> dict[str, int]:
+    # peft reads widths from standard config names; families with others map them in their YAML
+    return {field: getattr(model.config, key) for field, key in family.prompt_config_keys.items()}
+
+
+def _prompt_tuning(model: nn.Module, spec: PromptTuningSpec, family: ModelSpec, task: Task) -> nn.Module:
+    init = {"prompt_tuning_init": "RANDOM"}
+    if spec.init_text:
+        init = {"prompt_tuning_init": "TEXT", "prompt_tuning_init_text": spec.init_text,
+                "tokenizer_name_or_path": model.config.name_or_path}
+    config = PromptTuningConfig(
+        task_type=task.peft_task_type, num_virtual_tokens=spec.num_virtual_tokens,
+        modules_to_save=list(family.peft_trainable), **init, **_prompt_fields(model, family),
+    )
+    return _with_peft(model, config, "method")
+
+
+def _prefix_tuning(model: nn.Module, spec: PrefixTuningSpec, family: ModelSpec, task: Task) -> nn.Module:
+    config = PrefixTuningConfig(
+        task_type=task.peft_task_type, num_virtual_tokens=spec.num_virtual_tokens, prefix_projection=spec.projection,
+        modules_to_save=list(family.peft_trainable), **_prompt_fields(model, family),
+    )
+    return _with_peft(model, config, "method")
 
 
 METHODS: dict[str, Method] = {
@@ -72,6 +121,9 @@ METHODS: dict[str, Method] = {
     "head_only": Method(_head_only),
     "last_layers": Method(_last_layers),
     "lora": Method(_lora),
+    "ia3": Method(_ia3),
+    "prompt_tuning": Method(_prompt_tuning),
+    "prefix_tuning": Method(_prefix_tuning),
 }
 
 

@@ -16,7 +16,7 @@ from finetune.hardware import make_accelerator, peak_memory_mb
 from finetune.methods import METHODS, count_parameters
 from finetune.models import load_model, load_tokenizer, model_source
 from finetune.schema import Run
-from finetune.tasks import TASKS
+from finetune.tasks import build_task
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def execute(run: Run) -> dict[str, Any]:
 
 def _execute(run: Run, tracker: Tracker) -> dict[str, Any]:
     run_dir = Path(run.output_dir)
-    task, method = TASKS[run.dataset.task], METHODS[run.method.name]
+    method = METHODS[run.method.name]
     accelerator = make_accelerator(run.hardware, run.train.grad_accum)
     set_seed(run.train.seed)
 
@@ -47,7 +47,8 @@ def _execute(run: Run, tracker: Tracker) -> dict[str, Any]:
     data = load_splits(run.dataset, run.train.seed)
     log.info("Data %s: %s; labels %s", run.dataset.name,
              ", ".join(f"{role} {len(split)}" for role, split in data.splits.items()), list(data.label_names))
-    encoded = tokenize(data.splits, tokenizer, run.model.max_length)
+    task = build_task(run, tokenizer, data.label_names)
+    encoded = tokenize(data.splits, task, run.model.max_length)
     model = load_model(task.model_class, source, run.model, data.label_names, tokenizer.pad_token_id)
     model = method.prepare(model, run.method, run.model, task)
     params = count_parameters(model)
@@ -56,7 +57,7 @@ def _execute(run: Run, tracker: Tracker) -> dict[str, Any]:
 
     eval_batch_size = run.train.eval_batch_size or 2 * run.train.batch_size
     eval_roles = [role for role in ("validation", "test") if role in encoded]
-    eval_loaders = [make_loader(encoded[r], tokenizer, sorted_batches(encoded[r]["length"], eval_batch_size)) for r in eval_roles]
+    eval_loaders = [make_loader(encoded[r], task, sorted_batches(encoded[r]["length"], eval_batch_size)) for r in eval_roles]
     model, *eval_loaders = accelerator.prepare(model, *eval_loaders)
     loaders = dict(zip(eval_roles, eval_loaders))
 
@@ -64,7 +65,7 @@ def _execute(run: Run, tracker: Tracker) -> dict[str, Any]:
     metrics: dict[str, dict[str, float]] = {}
     if method.trains:
         batches = LengthGroupedBatches(encoded["train"]["length"], run.train.batch_size, run.train.seed)
-        train_loader = accelerator.prepare(make_loader(encoded["train"], tokenizer, batches))
+        train_loader = accelerator.prepare(make_loader(encoded["train"], task, batches))
         best = BestCheckpoint(run_dir / "checkpoints" / "best")
         summary = fit(model, train_loader, loaders["validation"], run.train, task, accelerator, tracker, best)
         best.restore(accelerator.unwrap_model(model))

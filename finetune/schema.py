@@ -41,8 +41,15 @@ class ModelSpec:
     weights_package: Optional[str] = None  # pip package shipping the weights (get_model_path())
     architecture: str = "encoder"  # encoder | seq2seq | causal
     layers: str = MISSING  # dotted path of the ModuleList of transformer blocks (last_layers)
+    shared_layers: bool = False  # one block reused across depth (ALBERT): last_layers trains it whole
     head: List[str] = field(default_factory=lambda: ["classifier"])  # trained by head_only
     lora_targets: List[str] = field(default_factory=lambda: ["query", "value"])
+    ia3_targets: List[str] = field(default_factory=lambda: ["key", "value", "output.dense"])
+    ia3_feedforward: List[str] = field(default_factory=lambda: ["output.dense"])  # subset of ia3_targets
+    peft_trainable: List[str] = field(default_factory=lambda: ["classifier"])  # new head modules peft trains whole
+    prompt_config_keys: Dict[str, str] = field(default_factory=dict)  # peft prompt field -> model config key
+    unsupported: Dict[str, str] = field(default_factory=dict)  # method -> why it cannot apply
+    text_to_text_methods: List[str] = field(default_factory=list)  # classify by generating label names
     pad_token: Optional[str] = None  # token reused as padding when the tokenizer has none
     padding_side: str = "right"
     max_length: int = 128  # tokens; longer texts are truncated and counted in the log
@@ -52,8 +59,8 @@ class ModelSpec:
         _one_of(self.architecture, ARCHITECTURES, "model.architecture")
         _one_of(self.padding_side, ("left", "right"), "model.padding_side")
         _require(self.max_length > 0, "model.max_length", f"must be > 0, got {self.max_length}")
-        object.__setattr__(self, "head", tuple(self.head))
-        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        for key in ("head", "lora_targets", "ia3_targets", "ia3_feedforward", "peft_trainable", "text_to_text_methods"):
+            object.__setattr__(self, key, tuple(getattr(self, key)))
 
 
 @dataclass(frozen=True)
@@ -185,8 +192,41 @@ class LoraSpec(MethodSpec):
             object.__setattr__(self, "target_modules", tuple(self.target_modules))
 
 
+@dataclass(frozen=True)
+class PromptTuningSpec(MethodSpec):
+    name: str = "prompt_tuning"
+    num_virtual_tokens: int = 20  # soft-prompt length, in tokens prepended to every input
+    init_text: Optional[str] = "Classify the sentiment of this review:"  # null: random init
+
+    def __post_init__(self) -> None:
+        _require(self.num_virtual_tokens > 0, "method.num_virtual_tokens", f"must be > 0, got {self.num_virtual_tokens}")
+
+
+@dataclass(frozen=True)
+class PrefixTuningSpec(MethodSpec):
+    name: str = "prefix_tuning"
+    num_virtual_tokens: int = 20  # prefix length in every layer's keys and values
+    projection: bool = False  # reparameterise the prefix through an MLP
+
+    def __post_init__(self) -> None:
+        _require(self.num_virtual_tokens > 0, "method.num_virtual_tokens", f"must be > 0, got {self.num_virtual_tokens}")
+
+
+@dataclass(frozen=True)
+class IA3Spec(MethodSpec):
+    name: str = "ia3"
+    target_modules: Optional[List[str]] = None  # null: the model family's ia3_targets
+    feedforward_modules: Optional[List[str]] = None  # null: the model family's ia3_feedforward
+
+    def __post_init__(self) -> None:
+        for key in ("target_modules", "feedforward_modules"):
+            if getattr(self, key) is not None:
+                object.__setattr__(self, key, tuple(getattr(self, key)))
+
+
 METHOD_SPECS: dict[str, type[MethodSpec]] = {
-    spec.name: spec for spec in (FullSpec, NoTrainingSpec, HeadOnlySpec, LastLayersSpec, LoraSpec)
+    spec.name: spec
+    for spec in (FullSpec, NoTrainingSpec, HeadOnlySpec, LastLayersSpec, LoraSpec, PromptTuningSpec, PrefixTuningSpec, IA3Spec)
 }
 
 
@@ -204,6 +244,8 @@ class Run:
 
     def __post_init__(self) -> None:
         _require(isinstance(self.method, MethodSpec), "method", "must be chosen with method=NAME")
+        reason = self.model.unsupported.get(self.method.name)
+        _require(reason is None, "method", f"{self.method.name} does not apply to model={self.model.name}: {reason}")
         object.__setattr__(self, "overrides", tuple(self.overrides))
 
     @property

@@ -3,6 +3,7 @@ sets written on the fly, and `compose_run`, which composes the real conf/ the wa
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 import shutil
@@ -39,20 +40,62 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory) -> Path:
-    """A 2-layer, 32-wide random BERT (about 1M parameters) with the real uncased vocabulary."""
-    from transformers import BertConfig, BertModel
+def _tiny_models():
+    """family -> (tokenizer folders, random model): 2 layers, width 32, the family's real vocabulary."""
+    import transformers as t
 
-    directory = tmp_path_factory.mktemp("tiny-bert")
-    config = BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(directory)
-    for name in ("vocab.txt", "tokenizer_config.json"):
-        shutil.copy(FIXTURES / "bert-tokenizer" / name, directory / name)
-    return directory
+    small = dict(num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    return {
+        "bert": (["bert"], lambda: t.BertModel(t.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, **small))),
+        "distilbert": (["bert", "distilbert"], lambda: t.DistilBertModel(t.DistilBertConfig(
+            vocab_size=30522, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=128))),
+        "roberta": (["roberta"], lambda: t.RobertaModel(t.RobertaConfig(
+            vocab_size=50265, hidden_size=32, num_hidden_layers=2, type_vocab_size=1, pad_token_id=1, bos_token_id=0,
+            eos_token_id=2, **{**small, "max_position_embeddings": 130}))),
+        "albert": (["albert"], lambda: t.AlbertModel(t.AlbertConfig(
+            vocab_size=30000, embedding_size=16, hidden_size=32, num_hidden_layers=2, **small))),
+        "flan_t5": (["t5"], lambda: t.T5ForConditionalGeneration(t.T5Config(
+            vocab_size=32128, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2,
+            feed_forward_proj="gated-gelu", decoder_start_token_id=0, pad_token_id=0, eos_token_id=1))),
+        "gpt_neo": (["roberta", "gpt_neo"], lambda: t.GPTNeoForCausalLM(t.GPTNeoConfig(
+            vocab_size=50257, hidden_size=32, num_layers=2, num_heads=2, attention_types=[[["global", "local"], 1]],
+            window_size=16, max_position_embeddings=128, bos_token_id=50256, eos_token_id=50256))),
+    }
+
+
+FAMILIES = ("bert", "distilbert", "roberta", "albert", "flan_t5", "gpt_neo")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Callable[[str], Path]:
+    """tiny_model(family) -> a directory with a random-weight model and the family's real tokenizer files.
+
+    Later tokenizer folders override earlier ones (gpt_neo takes roberta's byte-identical merges.txt).
+    """
+    built: dict[str, Path] = {}
+
+    def build(family: str) -> Path:
+        if family not in built:
+            folders, make_model = _tiny_models()[family]
+            directory = tmp_path_factory.mktemp(f"tiny-{family}")
+            make_model().save_pretrained(directory)
+            for folder in folders:
+                for source in (FIXTURES / "tokenizers" / folder).iterdir():
+                    if source.suffix == ".gz":
+                        with gzip.open(source) as packed:
+                            (directory / source.stem).write_bytes(packed.read())
+                    else:
+                        shutil.copy(source, directory / source.name)
+            built[family] = directory
+        return built[family]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tiny_model) -> Path:
+    """A 2-layer, 32-wide random BERT (about 1M parameters) with the real uncased vocabulary."""
+    return tiny_model("bert")
 
 
 @pytest.fixture(scope="session")

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 from accelerate import Accelerator
-from peft import PeftModel
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from finetune.batching import make_loader, sorted_batches, tokenize
 from finetune.data import load_splits
 from finetune.engine import evaluate
+from finetune.loading import load_trained
 from finetune.runner import execute
-from finetune.tasks import TASKS
+from finetune.tasks import build_task
 
 HIDDEN, INTERMEDIATE, LABELS = 32, 64, 2
 LINEAR = HIDDEN * HIDDEN + HIDDEN
@@ -23,24 +23,16 @@ HEAD = LINEAR + (HIDDEN * LABELS + LABELS)  # bert.pooler + classifier
 LAYER = 4 * LINEAR + 2 * 2 * HIDDEN + (HIDDEN * INTERMEDIATE + INTERMEDIATE) + (INTERMEDIATE * HIDDEN + HIDDEN)
 
 
-def reload(model_dir: Path):
-    """Load a saved run model the way the README says: a full model, or base + PEFT adapter."""
-    adapter_config = model_dir / "adapter_config.json"
-    if not adapter_config.exists():
-        return AutoModelForSequenceClassification.from_pretrained(model_dir)
-    base_name = json.loads(adapter_config.read_text())["base_model_name_or_path"]
-    base = AutoModelForSequenceClassification.from_pretrained(base_name, config=AutoConfig.from_pretrained(model_dir))
-    return PeftModel.from_pretrained(base, model_dir)
-
-
-def split_metrics(model, run, split: str = "test") -> dict[str, float]:
-    """Evaluate a reloaded model on one split of the run's data."""
+def split_metrics(run, split: str = "test") -> dict[str, float]:
+    """Reload the run's saved model and evaluate it on one split of the run's data."""
+    model = load_trained(Path(run.output_dir) / "model")
     tokenizer = AutoTokenizer.from_pretrained(Path(run.output_dir) / "model")
     data = load_splits(run.dataset, run.train.seed)
-    encoded = tokenize({split: data.splits[split]}, tokenizer, run.model.max_length)[split]
+    task = build_task(run, tokenizer, data.label_names)
+    encoded = tokenize({split: data.splits[split]}, task, run.model.max_length)[split]
     accelerator = Accelerator(cpu=True)
-    loader = accelerator.prepare(make_loader(encoded, tokenizer, sorted_batches(encoded["length"], 64)))
-    return evaluate(accelerator.prepare(model), loader, TASKS["classification"], accelerator)
+    loader = accelerator.prepare(make_loader(encoded, task, sorted_batches(encoded["length"], 64)))
+    return evaluate(accelerator.prepare(model), loader, task, accelerator)
 
 
 @pytest.mark.parametrize(
@@ -66,9 +58,8 @@ def test_each_method_trains_saves_and_reloads_to_the_same_predictions(tiny_run, 
     assert on_disk["params"]["trainable"] == (on_disk["params"]["total"] if trainable is None else trainable)
     assert on_disk["peak_memory_mb"] > 0 and "torch" in on_disk["versions"]
 
-    model = reload(run_dir / "model")
-    assert model.config.id2label == {0: "0", 1: "1"}
-    reloaded = split_metrics(model, run)
+    assert load_trained(run_dir / "model").config.id2label == {0: "0", 1: "1"}
+    reloaded = split_metrics(run)
     assert reloaded["accuracy"] == results["metrics"]["test"]["accuracy"]
     assert reloaded["loss"] == pytest.approx(results["metrics"]["test"]["loss"], abs=1e-5)
 
@@ -93,7 +84,7 @@ def test_training_learns_and_keeps_the_best_epoch(tiny_run):
     assert len(per_epoch) == 4
     assert results["training"]["best_epoch"] == 1 + per_epoch.index(max(per_epoch))
     assert results["metrics"]["validation"]["accuracy"] == pytest.approx(max(per_epoch))
-    saved = split_metrics(reload(Path(run.output_dir) / "model"), run, "validation")
+    saved = split_metrics(run, "validation")
     assert saved["loss"] == pytest.approx(results["metrics"]["validation"]["loss"], abs=1e-5)
     assert {"train/loss", "train/lr", "train/samples_per_second", "system/peak_memory_mb"} <= set(events.Tags()["scalars"])
 

@@ -1,0 +1,97 @@
+"""Every model family x every method on tiny random models: train, evaluate, save, reload, same predictions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from finetune.errors import UserError
+from finetune.runner import execute
+
+from conftest import FAMILIES
+from test_runner import split_metrics
+
+METHODS = ("full", "lora", "prompt_tuning", "prefix_tuning", "ia3", "last_layers", "head_only", "none")
+REFUSED = {
+    ("albert", "prefix_tuning"): "ALBERT's attention takes no past key/values",
+    ("distilbert", "prefix_tuning"): "DistilBERT's attention takes no past key/values",
+}
+
+
+@pytest.fixture
+def family_run(compose_run, tiny_model, sentiment_dir):
+    def make(family: str, method: str, *overrides: str):
+        return compose_run(
+            f"model={family}", f"model.path={tiny_model(family)}", "model.max_length=32", f"method={method}",
+            "dataset=local", f"dataset.path={sentiment_dir}", "dataset.label_names=[negative,positive]",
+            "dataset.max_train_samples=32", "dataset.max_eval_samples=16",
+            "hardware=cpu", "train.batch_size=16", "train.lr=1e-3", *overrides,
+        )
+
+    return make
+
+
+@pytest.mark.parametrize("family,method", [(f, m) for f in FAMILIES for m in METHODS if (f, m) not in REFUSED])
+def test_family_method_trains_saves_and_reloads(family_run, family, method):
+    run = family_run(family, method)
+    results = execute(run)
+
+    assert results["status"] == "completed"
+    params = results["params"]
+    assert params["total"] > 0
+    if method == "none":
+        assert params["trainable"] == 0
+    elif method == "full":
+        assert params["trainable"] == params["total"]
+    else:
+        assert 0 < params["trainable"] < params["total"]
+    if method != "none":
+        assert results["training"]["optimizer_steps"] == 2
+
+    reloaded = split_metrics(run)
+    assert reloaded["accuracy"] == results["metrics"]["test"]["accuracy"]
+    assert reloaded["loss"] == pytest.approx(results["metrics"]["test"]["loss"], abs=1e-4)
+    saved_config = json.loads((Path(run.output_dir) / "model" / "config.json").read_text())
+    assert saved_config["id2label"] == {"0": "negative", "1": "positive"}
+
+
+@pytest.mark.parametrize("family,method", sorted(REFUSED))
+def test_methods_a_family_cannot_take_are_refused_before_loading(family_run, family, method):
+    with pytest.raises(UserError, match=f"^method: {method} does not apply to model={family}: {REFUSED[family, method]}"):
+        family_run(family, method)
+
+
+def test_flan_t5_prompt_tuning_classifies_text_to_text(family_run):
+    run = family_run("flan_t5", "prompt_tuning")
+    results = execute(run)
+    adapter = json.loads((Path(run.output_dir) / "model" / "adapter_config.json").read_text())
+    assert adapter["task_type"] == "SEQ_2_SEQ_LM"
+    assert set(results["metrics"]["test"]) == {"accuracy", "macro_f1", "loss"}
+
+
+def test_albert_last_layers_trains_the_shared_layer_whatever_num_layers(family_run):
+    one = execute(family_run("albert", "last_layers", "method.num_layers=1", "train.max_steps=1"))["params"]
+    five = execute(family_run("albert", "last_layers", "method.num_layers=5", "train.max_steps=1"))["params"]
+    head = execute(family_run("albert", "head_only", "train.max_steps=1"))["params"]
+    assert one == five and one["trainable"] > head["trainable"]
+
+
+def test_gpt_neo_pads_with_end_of_text_and_pools_the_last_real_token(family_run, tiny_model):
+    from transformers import AutoTokenizer
+
+    from finetune.loading import load_trained
+
+    run = family_run("gpt_neo", "full", "train.max_steps=1")
+    execute(run)
+    model_dir = Path(run.output_dir) / "model"
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = load_trained(model_dir)
+    assert tokenizer.pad_token == "<|endoftext|>" and model.config.pad_token_id == 50256
+    import torch
+
+    alone = tokenizer(["a good film"], return_tensors="pt")
+    padded = tokenizer(["a good film", "a much longer and quite boring film"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        assert torch.allclose(model(**alone).logits[0], model(**padded).logits[0], atol=1e-5)
