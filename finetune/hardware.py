@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import resource
+import threading
 
+import psutil
 import torch
 from accelerate import Accelerator
 
@@ -33,8 +34,31 @@ def make_accelerator(spec: HardwareSpec, grad_accum: int) -> Accelerator:
     return Accelerator(cpu=on_cpu, mixed_precision=MIXED_PRECISION[precision], gradient_accumulation_steps=grad_accum)
 
 
-def peak_memory_mb(accelerator: Accelerator) -> float:
-    """Peak GPU memory allocated by torch, or the process's peak resident memory on the CPU."""
-    if accelerator.device.type == "cuda":
-        return torch.cuda.max_memory_allocated(accelerator.device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+class PeakMemory:
+    """Peak memory of one run: GPU memory allocated by torch, or resident memory sampled on the CPU.
+
+    Sampled rather than read from ru_maxrss, which covers the whole process: a Hydra multirun
+    runs every job in one process, and each job must report its own peak.
+    """
+
+    def __init__(self, interval_s: float = 0.05) -> None:
+        self.process, self.peak_bytes = psutil.Process(), 0
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._sample, args=(interval_s,), daemon=True)
+        self.thread.start()
+
+    def _sample(self, interval_s: float) -> None:
+        while not self.stopped.wait(interval_s):
+            self.peak_bytes = max(self.peak_bytes, self.process.memory_info().rss)
+
+    def peak_mb(self, device: torch.device) -> float:
+        """The peak so far in MiB: GPU memory on a CUDA device, else resident memory."""
+        if device.type == "cuda":
+            return torch.cuda.max_memory_allocated(device) / 2**20
+        return max(self.peak_bytes, self.process.memory_info().rss) / 2**20
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join()

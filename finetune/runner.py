@@ -12,7 +12,7 @@ from finetune.artifacts import BestCheckpoint, ResultsFile, Tracker, save_model
 from finetune.batching import LengthGroupedBatches, make_loader, sorted_batches, tokenize
 from finetune.data import load_splits
 from finetune.engine import evaluate, fit
-from finetune.hardware import make_accelerator, peak_memory_mb
+from finetune.hardware import PeakMemory, make_accelerator
 from finetune.methods import METHODS, count_parameters
 from finetune.models import load_model, load_tokenizer, model_source
 from finetune.schema import Run
@@ -25,17 +25,19 @@ def execute(run: Run) -> dict[str, Any]:
     """Run one experiment; results.json says `completed` only if every step finished."""
     results = ResultsFile(run)
     tracker = Tracker(Path(run.output_dir) / "tensorboard")
+    memory = PeakMemory()
     try:
-        outcome = _execute(run, tracker)
+        outcome = _execute(run, tracker, memory)
     except BaseException as error:
         results.fail(error)
         raise
     finally:
+        memory.stop()
         tracker.close()
     return results.complete(outcome)
 
 
-def _execute(run: Run, tracker: Tracker) -> dict[str, Any]:
+def _execute(run: Run, tracker: Tracker, memory: PeakMemory) -> dict[str, Any]:
     run_dir = Path(run.output_dir)
     method = METHODS[run.method.name]
     accelerator = make_accelerator(run.hardware, run.train.grad_accum)
@@ -77,7 +79,7 @@ def _execute(run: Run, tracker: Tracker) -> dict[str, Any]:
     final_step = training.get("optimizer_steps", 0)
     for role, values in metrics.items():
         tracker.log(f"final_{role}", values, final_step)
-    peak = peak_memory_mb(accelerator)
+    peak = memory.peak_mb(accelerator.device)
     tracker.log("system", {"peak_memory_mb": peak}, final_step)
 
     save_model(accelerator.unwrap_model(model), tokenizer, run_dir / "model")
