@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from peft import PeftModel
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from transformers import PreTrainedTokenizerBase
@@ -83,6 +82,9 @@ class ResultsFile:
     def fail(self, error: BaseException) -> dict[str, Any]:
         return self._finish("failed", {"error": f"{type(error).__name__}: {error}"})
 
+    def interrupt(self, error: BaseException) -> dict[str, Any]:
+        return self._finish("interrupted", {"error": str(error)})
+
     def _finish(self, status: str, fields: dict[str, Any]) -> dict[str, Any]:
         self.record.update(fields, status=status, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         write_json_atomic(self.path, self.record)
@@ -92,8 +94,8 @@ class ResultsFile:
 class Tracker:
     """TensorBoard scalars under `<run>/tensorboard`, tagged `split/metric`."""
 
-    def __init__(self, directory: Path) -> None:
-        self.writer = SummaryWriter(log_dir=str(directory))
+    def __init__(self, directory: Path, purge_step: int | None = None) -> None:
+        self.writer = SummaryWriter(log_dir=str(directory), purge_step=purge_step)
 
     def log(self, prefix: str, values: dict[str, float], step: int) -> None:
         for name, value in values.items():
@@ -101,29 +103,6 @@ class Tracker:
 
     def close(self) -> None:
         self.writer.close()
-
-
-class BestCheckpoint:
-    """The trainable weights of the best epoch so far, on disk (only those change during training)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / "trainable.safetensors"
-        self.saved = False
-
-    def save(self, model: nn.Module) -> None:
-        tensors = {name: p.detach().to("cpu", copy=True).contiguous() for name, p in model.named_parameters() if p.requires_grad}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        save_file(tensors, str(temporary))
-        os.replace(temporary, self.path)
-        self.saved = True
-
-    def restore(self, model: nn.Module) -> None:
-        if not self.saved:
-            return
-        result = model.load_state_dict(load_file(str(self.path)), strict=False)
-        if result.unexpected_keys:
-            raise RuntimeError(f"best checkpoint does not match the model: {result.unexpected_keys[:3]}")
 
 
 def save_model(model: nn.Module, tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:

@@ -88,5 +88,6 @@ def make_loader(dataset: Dataset, task: Task, batch_sampler) -> DataLoader:
         dataset.remove_columns("length"),
         batch_sampler=batch_sampler,
         collate_fn=task.collate,
+        generator=torch.Generator(),  # its base-seed draw must not touch the global RNG (exact resume)
         pin_memory=torch.cuda.is_available(),
     )

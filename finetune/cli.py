@@ -4,26 +4,29 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
-from finetune.errors import EXIT_BAD_INPUT, USER_ERRORS, one_line
+from finetune.errors import EXIT_BAD_INPUT, USER_ERRORS, Interrupted, RunError, one_line
 from finetune.schema import build_run, register_configs
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 register_configs()
+_job_started = threading.Event()  # set once Hydra has made the run dir and called the job
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
 def _app(config: DictConfig) -> float:
+    _job_started.set()
+    run = build_run(config)
     from finetune.runner import execute  # heavy imports only once the config is known to be valid
 
     _quiet_libraries()
-    run = build_run(config)
     results = execute(run)
     print(format_summary(results, Path(run.output_dir)))
     return results["metrics"]["validation"][results["main_metric"]]  # for Hydra sweepers (Optuna)
@@ -40,6 +43,21 @@ def main() -> None:
             raise
         print(f"finetune: error: {one_line(error)}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
+    except OSError as error:
+        if wants_traceback or _job_started.is_set():
+            raise
+        # Hydra creates the run dir (and its log file) before the job starts
+        print(f"finetune: error: hydra.run.dir: cannot write the run directory "
+              f"'{error.filename}' ({error.strerror})", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    except RunError as error:
+        if wants_traceback:
+            raise
+        print(f"finetune: run failed: {error}", file=sys.stderr)
+        sys.exit(1)
+    except Interrupted as error:
+        print(f"finetune: interrupted: {error}", file=sys.stderr)
+        sys.exit(143)  # 128 + SIGTERM, as if the signal had ended the process
 
 
 def _quiet_libraries() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,10 +85,27 @@ def _read_file(path: Path, split: str) -> Dataset:
         dataset = datasets.load_dataset(BUILDERS[suffix], data_files={split: str(path)}, split=split)
     except Exception as error:  # the builders raise many types for unreadable files
         detail = str(error.__cause__ or error).strip().splitlines()
-        raise UserError(f"{path}: cannot be read as {BUILDERS[suffix]} ({detail[0] if detail else type(error).__name__})") from error
+        reason = _bad_json_line(path) if suffix == ".jsonl" else None
+        raise UserError(f"{path}: {reason or f'cannot be read as {BUILDERS[suffix]}'} "
+                        f"({detail[0] if detail else type(error).__name__})") from error
     if len(dataset) == 0:
         raise UserError(f"{path}: no rows")
     return dataset
+
+
+def _bad_json_line(path: Path) -> str | None:
+    """The first line of a JSON-lines file that is not a JSON object, as 'line N is ...'."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                if not isinstance(json.loads(line), dict):
+                    return f"line {number} is not a JSON object"
+            except json.JSONDecodeError as error:
+                return f"line {number} is not valid JSON: {error.msg}"
+    return None
 
 
 def _load_hub(spec: DatasetSpec) -> DatasetDict:

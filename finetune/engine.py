@@ -1,11 +1,14 @@
-"""The one training loop: AdamW, warmup + linear decay, accumulation, clipping, early stopping."""
+"""The one training loop: AdamW, warmup + linear decay, accumulation, clipping, early stopping,
+checkpoints that resume exactly, and clean stops on SIGTERM or a non-finite loss."""
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
@@ -14,7 +17,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from finetune.artifacts import BestCheckpoint, Tracker
+from finetune.artifacts import Tracker
+from finetune.checkpoint import BestCheckpoint, Checkpoints, LoopState
+from finetune.errors import Interrupted, RunError, UserError
 from finetune.schema import TrainSpec
 from finetune.tasks import Task
 
@@ -34,6 +39,8 @@ class FitSummary:
     train_samples_per_second: float
     train_tokens_per_second: float  # non-padding tokens
     stopped_early: bool
+    resumed_from_step: int | None
+    skipped_batches: int
     best_validation: dict[str, float]  # validation metrics of the best epoch
 
 
@@ -64,87 +71,154 @@ def _optimizer(model: nn.Module, train: TrainSpec, fused: bool) -> torch.optim.A
     return torch.optim.AdamW(groups, lr=train.lr, fused=fused)
 
 
-def fit(
-    model: nn.Module,
-    train_loader: DataLoader,
-    validation_loader: DataLoader,
-    train: TrainSpec,
-    task: Task,
-    accelerator: Accelerator,
-    tracker: Tracker,
-    best: BestCheckpoint,
-) -> FitSummary:
-    """Train `model` (already prepared) and keep the epoch with the best validation `task.main_metric`."""
-    steps_per_epoch = math.ceil(len(train_loader) / train.grad_accum)
-    total_steps = train.epochs * steps_per_epoch
-    if train.max_steps:
-        total_steps = min(total_steps, train.max_steps)
-    epochs = math.ceil(total_steps / steps_per_epoch)
-    optimizer = _optimizer(model, train, accelerator.device.type in ("cpu", "cuda"))
-    scheduler = get_linear_schedule_with_warmup(optimizer, round(train.warmup_ratio * total_steps), total_steps)
-    optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
-    log.info("Training: %d epoch(s), %d optimizer steps of %d samples", epochs, total_steps, train.batch_size * train.grad_accum)
+@dataclass
+class Trainer:
+    """Trains a prepared model; `fit` is the loop, the other methods its parts."""
 
-    step, best_score, best_epoch, bad_epochs, stopped_early = 0, -math.inf, None, 0, False
-    best_metrics: dict[str, float] = {}
-    samples, tokens, train_seconds = 0, torch.zeros((), device=accelerator.device), 0.0
-    progress = tqdm(total=total_steps, desc="train", unit="step", disable=not accelerator.is_local_main_process)
-    for epoch in range(epochs):
-        train_loader.set_epoch(epoch)
-        model.train()
-        started, window_loss, window_batches = time.perf_counter(), torch.zeros((), device=accelerator.device), 0
-        for batch in train_loader:
-            with accelerator.accumulate(model):
-                loss = model(**batch).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and train.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), train.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+    model: nn.Module
+    train_loader: DataLoader
+    validation_loader: DataLoader
+    train: TrainSpec
+    task: Task
+    accelerator: Accelerator
+    tracker: Tracker
+    checkpoints: Checkpoints
+    best: BestCheckpoint
+    stop: threading.Event  # set by the SIGTERM handler
+    skipped_batches: int = 0  # batches whose loss was not finite, with train.skip_nonfinite
+
+    def fit(self, resume_from: Path | None, config_hash: str) -> FitSummary:
+        """Train, keeping the epoch with the best validation `task.main_metric`; resume from a checkpoint."""
+        steps_per_epoch = math.ceil(len(self.train_loader) / self.train.grad_accum)
+        total_steps = self.train.epochs * steps_per_epoch
+        if self.train.max_steps:
+            total_steps = min(total_steps, self.train.max_steps)
+        epochs = math.ceil(total_steps / steps_per_epoch)
+        optimizer = _optimizer(self.model, self.train, self.accelerator.device.type in ("cpu", "cuda"))
+        scheduler = get_linear_schedule_with_warmup(optimizer, round(self.train.warmup_ratio * total_steps), total_steps)
+        self.optimizer, self.scheduler = self.accelerator.prepare(optimizer, scheduler)
+        state = self._start_state(resume_from, config_hash)
+        log.info("Training: %d epoch(s), %d optimizer steps of %d samples", epochs, total_steps,
+                 self.train.batch_size * self.train.grad_accum)
+
+        progress = tqdm(total=total_steps, initial=state.step, desc="train", unit="step",
+                        disable=not self.accelerator.is_local_main_process)
+        while state.epoch < epochs and state.step < total_steps and not state.stopped_early:
+            self._train_epoch(state, total_steps, progress)
+            self._end_epoch(state)
+        progress.close()
+        seconds = max(state.train_seconds, 1e-9)
+        return FitSummary(
+            epochs_run=state.epoch, optimizer_steps=state.step, best_epoch=state.best_epoch,
+            train_seconds=state.train_seconds, train_samples_per_second=state.samples / seconds,
+            train_tokens_per_second=state.tokens / seconds, stopped_early=state.stopped_early,
+            resumed_from_step=Checkpoints.step(resume_from), skipped_batches=self.skipped_batches,
+            best_validation=state.best_metrics,
+        )
+
+    def _start_state(self, resume_from: Path | None, config_hash: str) -> LoopState:
+        if resume_from is None:
+            return LoopState(config_hash=config_hash)
+        state = self.checkpoints.load(resume_from, self.accelerator.unwrap_model(self.model), self.optimizer, self.scheduler)
+        if state.config_hash != config_hash:
+            raise UserError(f"{resume_from.parent.parent}: its checkpoints belong to another config; "
+                            "use a new hydra.run.dir, or delete checkpoints/ to start over")
+        log.info("Resuming from %s: epoch %d, step %d", resume_from, state.epoch + 1, state.step)
+        return state
+
+    def _train_epoch(self, state: LoopState, total_steps: int, progress: tqdm) -> None:
+        self.train_loader.set_epoch(state.epoch)
+        batches = self.train_loader
+        if state.batches_done:  # resuming mid-epoch: the order is fixed by (seed, epoch), skip what was done
+            batches = self.accelerator.skip_first_batches(self.train_loader, state.batches_done)
+        self.model.train()
+        device = self.accelerator.device
+        window_loss, window_batches, tokens = torch.zeros((), device=device), 0, torch.zeros((), device=device)
+        first_bad_step = torch.full((), -1, device=device)  # checked at log points: no per-step host sync
+        last = time.perf_counter()
+        for batch in batches:
+            loss = self._step(batch)
+            first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss), state.step + 1, first_bad_step)
             window_loss += loss.detach()
             window_batches += 1
-            samples += len(batch["input_ids"])
             tokens += batch["attention_mask"].sum()
-            if not accelerator.sync_gradients:
+            state.samples += len(batch["input_ids"])
+            state.batches_done += 1
+            if not self.accelerator.sync_gradients:
                 continue
-            step += 1
+            state.step += 1
+            now = time.perf_counter()
+            state.train_seconds, last = state.train_seconds + now - last, now
             progress.update()
-            if step % train.log_every_steps == 0:  # the only host sync in the loop
-                mean_loss = window_loss.item() / window_batches
-                rate = samples / (train_seconds + time.perf_counter() - started)
-                tracker.log("train", {"loss": mean_loss, "lr": scheduler.get_last_lr()[0], "samples_per_second": rate}, step)
-                progress.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{rate:.1f}")
-                window_loss, window_batches = torch.zeros((), device=accelerator.device), 0
-            if step >= total_steps:
+            at_log = state.step % self.train.log_every_steps == 0
+            at_save = bool(self.train.save_every_steps) and state.step % self.train.save_every_steps == 0
+            if at_log or at_save or self.stop.is_set():
+                self._check_finite(first_bad_step)
+            if at_log:
+                self._log_train(state, window_loss.item() / window_batches, progress)
+                window_loss, window_batches = torch.zeros((), device=device), 0
+            if at_save or self.stop.is_set():
+                self._save(state)
+            if self.stop.is_set():
+                raise Interrupted(f"stopped by SIGTERM at step {state.step}; checkpoint saved, the same command resumes")
+            if state.step >= total_steps:
                 break
-        train_seconds += time.perf_counter() - started
+        self._check_finite(first_bad_step)
+        state.tokens += int(tokens.item())
 
-        metrics = evaluate(model, validation_loader, task, accelerator)
-        tracker.log("validation", metrics, step)
-        score = metrics[task.main_metric]
-        log.info("Epoch %d: validation %s", epoch + 1, _format(metrics))
-        if score > best_score:
-            best_score, best_epoch, best_metrics, bad_epochs = score, epoch + 1, metrics, 0
-            best.save(accelerator.unwrap_model(model))
+    def _step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        try:
+            with self.accelerator.accumulate(self.model):
+                loss = self.model(**batch).loss
+                if self.train.skip_nonfinite and not torch.isfinite(loss):  # a host sync, only when asked for
+                    log.warning("Skipped a batch with a non-finite loss (%s)", loss.item())
+                    self.skipped_batches += 1
+                    loss = torch.zeros_like(loss)
+                else:
+                    self.accelerator.backward(loss)
+                if self.accelerator.sync_gradients and self.train.max_grad_norm:
+                    self.accelerator.clip_grad_norm_(self.model.parameters(), self.train.max_grad_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        except torch.OutOfMemoryError as error:
+            size = self.train.batch_size
+            raise RunError(f"out of memory at train.batch_size={size}; try train.batch_size={max(size // 2, 1)} "
+                           f"train.grad_accum={self.train.grad_accum * 2} (same effective batch)") from error
+        return loss.detach()
+
+    def _check_finite(self, first_bad_step: torch.Tensor) -> None:
+        bad = int(first_bad_step.item())
+        if bad >= 0:
+            latest = self.checkpoints.latest()
+            kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint was saved before it"
+            raise RunError(f"the training loss became NaN or infinite at step {bad}; {kept}; "
+                           "try a lower train.lr or train.max_grad_norm")
+
+    def _log_train(self, state: LoopState, mean_loss: float, progress: tqdm) -> None:
+        rate = state.samples / state.train_seconds
+        self.tracker.log("train", {"loss": mean_loss, "lr": self.scheduler.get_last_lr()[0], "samples_per_second": rate},
+                         state.step)
+        progress.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{rate:.1f}")
+
+    def _save(self, state: LoopState) -> None:
+        path = self.checkpoints.save(self.accelerator.unwrap_model(self.model), self.optimizer, self.scheduler, state)
+        log.info("Checkpoint %s", path)
+
+    def _end_epoch(self, state: LoopState) -> None:
+        """Evaluate, keep the best epoch, decide on early stopping, checkpoint."""
+        metrics = evaluate(self.model, self.validation_loader, self.task, self.accelerator)
+        self.tracker.log("validation", metrics, state.step)
+        log.info("Epoch %d: validation %s", state.epoch + 1, "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        score = metrics[self.task.main_metric]
+        if score > state.best_score:
+            state.best_score, state.best_epoch, state.best_metrics, state.bad_epochs = score, state.epoch + 1, metrics, 0
+            self.best.save(self.accelerator.unwrap_model(self.model))
         else:
-            bad_epochs += 1
-            if train.early_stopping_patience and bad_epochs >= train.early_stopping_patience:
-                log.info("Early stop: no better validation %s for %d epoch(s)", task.main_metric, bad_epochs)
-                stopped_early = True
-                break
-    progress.close()
-    return FitSummary(
-        epochs_run=epoch + 1,
-        optimizer_steps=step,
-        best_epoch=best_epoch,
-        train_seconds=train_seconds,
-        train_samples_per_second=samples / train_seconds,
-        train_tokens_per_second=float(tokens.cpu()) / train_seconds,
-        stopped_early=stopped_early,
-        best_validation=best_metrics,
-    )
-
-
-def _format(metrics: dict[str, float]) -> str:
-    return "  ".join(f"{name} {value:.4f}" for name, value in metrics.items())
+            state.bad_epochs += 1
+        state.epoch, state.batches_done = state.epoch + 1, 0
+        patience = self.train.early_stopping_patience
+        if patience and state.bad_epochs >= patience:
+            log.info("Early stop: no better validation %s for %d epoch(s)", self.task.main_metric, state.bad_epochs)
+            state.stopped_early = True
+        self._save(state)

@@ -14,6 +14,14 @@ class UserError(Exception):
     """Bad config, data or paths: the message says what is wrong and what is allowed."""
 
 
+class RunError(Exception):
+    """A run that cannot finish (non-finite loss, out of memory): one line, the reason and a way out."""
+
+
+class Interrupted(Exception):
+    """SIGTERM arrived; a checkpoint was saved and the same command resumes."""
+
+
 USER_ERRORS = (UserError, MissingConfigException, ConfigCompositionException, OverrideParseException, OmegaConfBaseException)
 
 

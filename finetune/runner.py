@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from accelerate.utils import set_seed
 
-from finetune.artifacts import BestCheckpoint, ResultsFile, Tracker, save_model
+from finetune.artifacts import ResultsFile, Tracker, save_model
 from finetune.batching import LengthGroupedBatches, make_loader, sorted_batches, tokenize
+from finetune.checkpoint import BestCheckpoint, Checkpoints
 from finetune.data import load_splits
-from finetune.engine import evaluate, fit
+from finetune.engine import Trainer, evaluate
+from finetune.errors import Interrupted
 from finetune.hardware import PeakMemory, make_accelerator
 from finetune.methods import METHODS, count_parameters
 from finetune.models import load_model, load_tokenizer, model_source
@@ -22,12 +27,23 @@ log = logging.getLogger(__name__)
 
 
 def execute(run: Run) -> dict[str, Any]:
-    """Run one experiment; results.json says `completed` only if every step finished."""
+    """Run one experiment, resuming from the newest checkpoint in its run dir if there is one.
+
+    results.json says `completed` only if every step finished, `interrupted` after SIGTERM (a
+    checkpoint was saved) and `failed` with the error otherwise.
+    """
+    checkpoints = Checkpoints(Path(run.output_dir) / "checkpoints", run.train.keep_checkpoints)
+    resume_from = checkpoints.latest()
     results = ResultsFile(run)
-    tracker = Tracker(Path(run.output_dir) / "tensorboard")
+    # purge_step drops TensorBoard events written after the checkpoint by the run that died
+    tracker = Tracker(Path(run.output_dir) / "tensorboard", purge_step=checkpoints.step(resume_from))
     memory = PeakMemory()
     try:
-        outcome = _execute(run, tracker, memory)
+        with _stop_on_sigterm() as stop:
+            outcome = _execute(run, tracker, memory, checkpoints, resume_from, stop)
+    except Interrupted as error:
+        results.interrupt(error)
+        raise
     except BaseException as error:
         results.fail(error)
         raise
@@ -37,7 +53,22 @@ def execute(run: Run) -> dict[str, Any]:
     return results.complete(outcome)
 
 
-def _execute(run: Run, tracker: Tracker, memory: PeakMemory) -> dict[str, Any]:
+@contextmanager
+def _stop_on_sigterm() -> Iterator[threading.Event]:
+    """An event that SIGTERM sets (SLURM preemption); the loop checkpoints and stops at the next step."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield stop
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _execute(run: Run, tracker: Tracker, memory: PeakMemory, checkpoints: Checkpoints,
+             resume_from: Path | None, stop: threading.Event) -> dict[str, Any]:
     run_dir = Path(run.output_dir)
     method = METHODS[run.method.name]
     accelerator = make_accelerator(run.hardware, run.train.grad_accum)
@@ -68,8 +99,10 @@ def _execute(run: Run, tracker: Tracker, memory: PeakMemory) -> dict[str, Any]:
     if method.trains:
         batches = LengthGroupedBatches(encoded["train"]["length"], run.train.batch_size, run.train.seed)
         train_loader = accelerator.prepare(make_loader(encoded["train"], task, batches))
-        best = BestCheckpoint(run_dir / "checkpoints" / "best")
-        summary = fit(model, train_loader, loaders["validation"], run.train, task, accelerator, tracker, best)
+        best = BestCheckpoint(run_dir / "checkpoints")
+        trainer = Trainer(model, train_loader, loaders["validation"], run.train, task, accelerator, tracker,
+                          checkpoints, best, stop)
+        summary = trainer.fit(resume_from, run.config_hash())
         best.restore(accelerator.unwrap_model(model))
         training = {key: value for key, value in vars(summary).items() if key != "best_validation"}
         metrics["validation"] = summary.best_validation

@@ -7,7 +7,9 @@ checks run before anything is loaded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -118,13 +120,16 @@ class TrainSpec:
     early_stopping_patience: Optional[int] = 2  # epochs without improvement; null disables
     seed: int = 42
     log_every_steps: int = 10  # loss/lr to TensorBoard and the progress bar
+    save_every_steps: Optional[int] = None  # resumable checkpoint every N optimizer steps; always at epoch end
+    keep_checkpoints: int = 2  # the newest K resumable checkpoints are kept
+    skip_nonfinite: bool = False  # skip batches with a NaN/inf loss instead of stopping the run
 
     def __post_init__(self) -> None:
-        for key in ("epochs", "batch_size", "grad_accum", "log_every_steps"):
+        for key in ("epochs", "batch_size", "grad_accum", "log_every_steps", "keep_checkpoints"):
             value = getattr(self, key)
             _require(value > 0, f"train.{key}", f"must be > 0, got {value}")
         _require(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
-        for key in ("eval_batch_size", "max_steps", "early_stopping_patience"):
+        for key in ("eval_batch_size", "max_steps", "early_stopping_patience", "save_every_steps"):
             value = getattr(self, key)
             _require(value is None or value > 0, f"train.{key}", f"must be > 0 or null, got {value}")
         _require(0 <= self.warmup_ratio < 1, "train.warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
@@ -248,10 +253,14 @@ class Run:
         _require(reason is None, "method", f"{self.method.name} does not apply to model={self.model.name}: {reason}")
         object.__setattr__(self, "overrides", tuple(self.overrides))
 
-    @property
-    def label(self) -> str:
-        """Short human name, e.g. `minilm/lora/rotten_tomatoes`."""
-        return f"{self.model.name}/{self.method.name}/{self.dataset.name}"
+    def config_hash(self) -> str:
+        """Identity of what the run computes: model, data, method and training settings.
+
+        Hardware and the output location are left out, so a run may resume on another machine.
+        """
+        identity = {key: asdict(getattr(self, key)) for key in ("model", "dataset", "method", "train")}
+        identity["method_kind"] = type(self.method).__name__
+        return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _writable(schema: type) -> DictConfig:

@@ -121,6 +121,14 @@ def test_hub_data_sets_are_renamed_and_hub_failures_are_one_line(monkeypatch):
         load_splits(sst2, seed=0)
 
 
+def test_malformed_jsonl_names_the_file_and_line(tmp_path):
+    lines = [json.dumps(row) for row in sentiment_rows(10, 0)]
+    lines[6] = '{"text": "unterminated, "label": 1}'
+    (tmp_path / "train.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=r"train.jsonl: line 7 is not valid JSON"):
+        load_splits(spec(tmp_path), seed=0)
+
+
 def test_missing_train_file_and_empty_file(tmp_path):
     with pytest.raises(UserError, match="no train.jsonl"):
         load_splits(spec(tmp_path), seed=0)

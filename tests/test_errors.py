@@ -36,6 +36,23 @@ def test_bad_input_is_one_line_and_exit_2(args, expected, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_an_output_directory_that_cannot_be_written_is_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = finetune(f"hydra.run.dir={blocker / 'run'}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"finetune: error: hydra.run.dir: cannot write the run directory '{blocker / 'run'}' (Not a directory)"
+    )
+
+
+def test_a_method_the_family_cannot_take_is_refused_before_loading(tmp_path):
+    result = finetune("model=albert", "method=prefix_tuning", f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2
+    assert "method: prefix_tuning does not apply to model=albert" in result.stderr
+    assert not (tmp_path / "results.json").exists()
+
+
 def test_hydra_full_error_shows_the_traceback(tmp_path):
     result = finetune("train.lrr=1", f"hydra.run.dir={tmp_path}", env={"HYDRA_FULL_ERROR": "1"})
     assert result.returncode != 0

@@ -21,13 +21,14 @@ REFUSED = {
 
 
 @pytest.fixture
-def family_run(compose_run, tiny_model, sentiment_dir):
+def family_run(compose_run, tiny_model, sentiment_dir, tmp_path):
     def make(family: str, method: str, *overrides: str):
         return compose_run(
             f"model={family}", f"model.path={tiny_model(family)}", "model.max_length=32", f"method={method}",
             "dataset=local", f"dataset.path={sentiment_dir}", "dataset.label_names=[negative,positive]",
             "dataset.max_train_samples=32", "dataset.max_eval_samples=16",
             "hardware=cpu", "train.batch_size=16", "train.lr=1e-3", *overrides,
+            output_dir=tmp_path / f"run{len(list(tmp_path.iterdir()))}",
         )
 
     return make

@@ -74,6 +74,23 @@ def test_lora_parameter_count_matches_peft(tiny_run, tiny_bert):
     assert results["params"] == {"trainable": trainable, "total": total}
 
 
+def test_lora_on_bert_base_reports_peft_print_trainable_parameters_count(compose_run):
+    """bert-base-uncased sizes (random weights, no download): the numbers peft prints for LoRA r=8."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from finetune.methods import METHODS, count_parameters
+    from finetune.tasks import HeadClassification
+
+    run = compose_run("model=bert", "method=lora")
+    ours = METHODS["lora"].prepare(BertForSequenceClassification(BertConfig()), run.method, run.model, HeadClassification(None))
+    reference = get_peft_model(BertForSequenceClassification(BertConfig()),
+                               LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, target_modules=["query", "value"]))
+    trainable, total = reference.get_nb_trainable_parameters()
+    assert count_parameters(ours) == {"trainable": trainable, "total": total}
+    assert trainable == 296_450  # 12 layers x 2 modules x (768x8 + 8x768) + the 768x2+2 classifier
+
+
 def test_training_learns_and_keeps_the_best_epoch(tiny_run):
     run = tiny_run("train.epochs=4", "train.early_stopping_patience=null")
     results = execute(run)
@@ -103,10 +120,10 @@ def test_same_seed_same_result_other_seed_other_result(tiny_run, tmp_path):
     assert first["metrics"]["test"]["loss"] != other["metrics"]["test"]["loss"]
 
 
-def test_max_steps_and_gradient_accumulation_count_optimizer_steps(tiny_run):
-    results = execute(tiny_run("train.grad_accum=2", "train.epochs=1"))
+def test_max_steps_and_gradient_accumulation_count_optimizer_steps(tiny_run, tmp_path):
+    results = execute(tiny_run("train.grad_accum=2", "train.epochs=1", output_dir=tmp_path / "accumulation"))
     assert results["training"]["optimizer_steps"] == 5  # 160 train rows / 16 = 10 batches -> 5 steps
-    results = execute(tiny_run("train.max_steps=3", "train.epochs=5"))
+    results = execute(tiny_run("train.max_steps=3", "train.epochs=5", output_dir=tmp_path / "max_steps"))
     assert results["training"]["optimizer_steps"] == 3 and results["training"]["epochs_run"] == 1
 
 

@@ -1,0 +1,148 @@
+"""Checkpoints and resume: a crashed, killed or preempted run continues to the same result."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from finetune.artifacts import write_json_atomic
+from finetune.checkpoint import Checkpoints
+from finetune.errors import RunError, UserError
+from finetune.runner import execute
+
+from conftest import sentiment_rows, write_jsonl
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_run_that_crashed_after_a_checkpoint_resumes_to_identical_metrics(tiny_run, tmp_path, monkeypatch):
+    settings = ("train.epochs=2", "train.save_every_steps=3", "train.grad_accum=2", "method=lora")
+    reference = execute(tiny_run(*settings, output_dir=tmp_path / "reference"))
+
+    real_save = Checkpoints.save
+
+    def save_then_crash(self, model, optimizer, scheduler, state):
+        path = real_save(self, model, optimizer, scheduler, state)
+        if state.step == 6:  # mid-way through epoch 2 (5 optimizer steps an epoch)
+            raise Crash("simulated crash")
+        return path
+
+    monkeypatch.setattr(Checkpoints, "save", save_then_crash)
+    crashed_dir = tmp_path / "crashed"
+    with pytest.raises(Crash):
+        execute(tiny_run(*settings, output_dir=crashed_dir))
+    assert json.loads((crashed_dir / "results.json").read_text())["status"] == "failed"
+    monkeypatch.setattr(Checkpoints, "save", real_save)
+
+    resumed = execute(tiny_run(*settings, output_dir=crashed_dir))
+    assert resumed["training"]["resumed_from_step"] == 6
+    assert resumed["metrics"] == reference["metrics"]  # bitwise on the CPU
+    assert resumed["training"]["optimizer_steps"] == reference["training"]["optimizer_steps"]
+    assert len(list((crashed_dir / "checkpoints").glob("step-*"))) == 2  # train.keep_checkpoints
+
+
+def test_resuming_with_another_config_is_refused(tiny_run, tmp_path):
+    execute(tiny_run("train.epochs=1", output_dir=tmp_path))
+    with pytest.raises(UserError, match="its checkpoints belong to another config"):
+        execute(tiny_run("train.epochs=1", "train.lr=1e-4", output_dir=tmp_path))
+
+
+def test_a_non_finite_loss_stops_the_run_naming_the_step_and_the_last_good_checkpoint(tiny_run, tmp_path):
+    run = tiny_run("train.lr=1e30", "train.max_grad_norm=0", "train.warmup_ratio=0", "train.save_every_steps=1",
+                   output_dir=tmp_path)
+    with pytest.raises(RunError, match=r"NaN or infinite at step (\d+); the last good checkpoint is .*step-0+\d+"):
+        execute(run)
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["status"] == "failed" and "NaN or infinite" in record["error"]
+
+
+def test_skip_nonfinite_skips_such_batches_instead_of_stopping(tiny_run, monkeypatch):
+    from transformers import BertForSequenceClassification
+
+    real_forward = BertForSequenceClassification.forward
+    calls = {"n": 0}
+
+    def sometimes_nan(self, *args, **kwargs):
+        output = real_forward(self, *args, **kwargs)
+        calls["n"] += 1
+        if self.training and calls["n"] in (2, 5):
+            output.loss = output.loss * float("nan")
+        return output
+
+    monkeypatch.setattr(BertForSequenceClassification, "forward", sometimes_nan)
+    results = execute(tiny_run("train.skip_nonfinite=true", "train.epochs=1"))
+    assert results["status"] == "completed" and results["training"]["skipped_batches"] == 2
+    assert results["metrics"]["test"]["loss"] == results["metrics"]["test"]["loss"]  # not NaN
+
+
+def test_a_crash_while_writing_results_leaves_the_previous_file_whole(tmp_path, monkeypatch):
+    path = tmp_path / "results.json"
+    write_json_atomic(path, {"status": "running"})
+
+    def disk_full(descriptor):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError):
+        write_json_atomic(path, {"status": "completed", "metrics": {"test": {"accuracy": 1.0}}})
+    assert json.loads(path.read_text()) == {"status": "running"}
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+@pytest.fixture(scope="module")
+def longer_data(tmp_path_factory) -> Path:
+    """Enough rows that a tiny model trains for several seconds: time to kill it mid-epoch."""
+    directory = tmp_path_factory.mktemp("longer")
+    write_jsonl(directory / "train.jsonl", sentiment_rows(2400, 0))
+    write_jsonl(directory / "validation.jsonl", sentiment_rows(48, 1))
+    write_jsonl(directory / "test.jsonl", sentiment_rows(48, 2))
+    return directory
+
+
+def cli(tiny_bert: Path, data: Path, run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "finetune", "model=bert", f"model.path={tiny_bert}", "model.max_length=32",
+            "dataset=local", f"dataset.path={data}", "hardware=cpu", "train.batch_size=8", "train.lr=1e-3",
+            "train.epochs=1", "train.save_every_steps=20", f"hydra.run.dir={run_dir}"]
+
+
+def start_and_wait_for_checkpoint(command: list[str], run_dir: Path) -> subprocess.Popen:
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list((run_dir / "checkpoints").glob("step-*")):
+        assert process.poll() is None, f"the run ended before its first checkpoint: {process.stderr.read()[-2000:]}"
+        assert time.time() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.02)
+    return process
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_or_preempted_process_resumes_to_the_uninterrupted_result(tiny_bert, longer_data, tmp_path, kill):
+    reference_dir, run_dir = tmp_path / "reference", tmp_path / "run"
+    assert subprocess.run(cli(tiny_bert, longer_data, reference_dir), capture_output=True).returncode == 0
+    reference = json.loads((reference_dir / "results.json").read_text())
+
+    process = start_and_wait_for_checkpoint(cli(tiny_bert, longer_data, run_dir), run_dir)
+    process.send_signal(kill)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == (-9 if kill == signal.SIGKILL else 143), stderr[-2000:]
+    stopped = json.loads((run_dir / "results.json").read_text())
+    assert stopped["status"] == ("running" if kill == signal.SIGKILL else "interrupted")
+    stopped_at = Checkpoints.step(Checkpoints(run_dir / "checkpoints", 2).latest())
+    assert 0 < stopped_at < reference["training"]["optimizer_steps"]
+
+    rerun = subprocess.run(cli(tiny_bert, longer_data, run_dir), capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"Resuming from {run_dir / 'checkpoints'}" in (run_dir / "finetune.log").read_text()
+    resumed = json.loads((run_dir / "results.json").read_text())
+    assert resumed["status"] == "completed"
+    assert resumed["metrics"] == reference["metrics"]
