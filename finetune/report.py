@@ -54,19 +54,20 @@ def _row(record: dict[str, Any], run: Path) -> dict[str, Any]:
     }
 
 
-def _cell(value: Any) -> str:
+FORMATS = {"validation": "{:.4f}", "test": "{:.4f}", "trainable": "{:,}", "trainable_%": "{:.2f}",
+           "train_s": "{:,.1f}", "samples_s": "{:,.1f}", "peak_memory_mb": "{:,.0f}"}
+
+
+def _cell(column: str, value: Any) -> str:
     if value is None:
         return "–"
-    if isinstance(value, float):
-        return f"{value:.4f}" if value < 1 else f"{value:,.1f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return str(value)
+    return FORMATS.get(column, "{}").format(value)
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
+    """The rows as a markdown table, numbers rounded for reading (the CSV keeps them whole)."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cell(row[column]) for column in COLUMNS) + " |" for row in rows]
+    lines += ["| " + " | ".join(_cell(column, row[column]) for column in COLUMNS) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 

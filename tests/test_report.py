@@ -38,7 +38,7 @@ def test_rows_carry_the_numbers_of_each_results_file(sweep):
 def test_command_writes_markdown_and_csv_and_prints_the_table(sweep, capsys):
     main([str(sweep)])
     printed = capsys.readouterr().out
-    assert "| minilm | lora | rt | completed | accuracy | 0.8100 | 0.8000 | 50 | 5.0 |" in printed
+    assert "| minilm | lora | rt | completed | accuracy | 0.8100 | 0.8000 | 50 | 5.00 | 12.5 | 80.0 | 900 |" in printed
     assert "| minilm | full | rt | failed |" in printed
     rows = list(csv.DictReader((sweep / "report.csv").open()))
     assert [r["status"] for r in rows] == ["failed", "completed"] and rows[1]["test"] == "0.8"

@@ -145,3 +145,10 @@ def test_real_minilm_from_its_package_trains_on_bundled_data(compose_run):
     assert results["params"]["total"] == 22_713_986
     assert results["label_names"] == ["neg", "pos"]
     assert (Path(run.output_dir) / "model" / "model.safetensors").exists()
+
+
+def test_loading_a_folder_that_is_not_a_run_model_is_refused(tmp_path):
+    from finetune.errors import UserError
+
+    with pytest.raises(UserError, match="no config.json; is this the model/ folder of a completed run"):
+        load_trained(tmp_path)
