@@ -103,8 +103,11 @@ class Trainer:
 
         progress = tqdm(total=total_steps, initial=state.step, desc="train", unit="step",
                         disable=not self.accelerator.is_local_main_process)
-        while state.epoch < epochs and state.step < total_steps and not state.stopped_early:
-            self._train_epoch(state, total_steps, progress)
+        while state.epoch < epochs and not state.stopped_early:
+            if state.step >= total_steps and state.batches_done == 0:
+                break  # the last step is done and its epoch evaluated
+            if state.step < total_steps:  # else: resumed after the last step, before its evaluation
+                self._train_epoch(state, total_steps, progress)
             self._end_epoch(state)
         progress.close()
         seconds = max(state.train_seconds, 1e-9)

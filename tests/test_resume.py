@@ -24,15 +24,24 @@ class Crash(Exception):
     pass
 
 
-def test_a_run_that_crashed_after_a_checkpoint_resumes_to_identical_metrics(tiny_run, tmp_path, monkeypatch):
-    settings = ("train.epochs=2", "train.save_every_steps=3", "train.grad_accum=2", "method=lora")
+@pytest.mark.parametrize(
+    "settings,crash_step",
+    [
+        # mid-way through epoch 2 (5 optimizer steps an epoch)
+        (("train.epochs=2", "train.save_every_steps=3", "train.grad_accum=2", "method=lora"), 6),
+        # right after the last step (max_steps, mid-epoch), before that epoch was evaluated
+        (("train.epochs=2", "train.max_steps=7", "train.save_every_steps=7", "train.grad_accum=2"), 7),
+    ],
+)
+def test_a_run_that_crashed_after_a_checkpoint_resumes_to_identical_metrics(tiny_run, tmp_path, monkeypatch,
+                                                                           settings, crash_step):
     reference = execute(tiny_run(*settings, output_dir=tmp_path / "reference"))
 
     real_save = Checkpoints.save
 
     def save_then_crash(self, model, optimizer, scheduler, state):
         path = real_save(self, model, optimizer, scheduler, state)
-        if state.step == 6:  # mid-way through epoch 2 (5 optimizer steps an epoch)
+        if state.step == crash_step and state.batches_done:  # a mid-epoch checkpoint
             raise Crash("simulated crash")
         return path
 
@@ -44,9 +53,10 @@ def test_a_run_that_crashed_after_a_checkpoint_resumes_to_identical_metrics(tiny
     monkeypatch.setattr(Checkpoints, "save", real_save)
 
     resumed = execute(tiny_run(*settings, output_dir=crashed_dir))
-    assert resumed["training"]["resumed_from_step"] == 6
+    assert resumed["training"]["resumed_from_step"] == crash_step
     assert resumed["metrics"] == reference["metrics"]  # bitwise on the CPU
-    assert resumed["training"]["optimizer_steps"] == reference["training"]["optimizer_steps"]
+    for key in ("optimizer_steps", "epochs_run", "best_epoch"):
+        assert resumed["training"][key] == reference["training"][key]
     assert len(list((crashed_dir / "checkpoints").glob("step-*"))) == 2  # train.keep_checkpoints
 
 
