@@ -35,3 +35,20 @@ def test_grouping_by_length_cuts_padding_against_random_batches():
 def test_evaluation_batches_are_sorted_longest_first():
     lengths = [3, 9, 1, 7, 5]
     assert sorted_batches(lengths, 2) == [[1, 3], [4, 0], [2]]
+
+
+def test_long_texts_are_truncated_and_counted_in_the_log(tiny_bert, caplog):
+    import logging
+
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from finetune.batching import tokenize
+    from finetune.tasks import HeadClassification
+
+    texts = ["short one", "a much longer text " * 20, "another very long text " * 20]
+    splits = {"train": Dataset.from_dict({"text": texts, "labels": [0, 1, 0]})}
+    with caplog.at_level(logging.INFO, logger="finetune.batching"):
+        encoded = tokenize(splits, HeadClassification(AutoTokenizer.from_pretrained(tiny_bert)), max_length=16)
+    assert max(encoded["train"]["length"]) == 16
+    assert "train: 2 of 3 texts reached max_length=16 tokens and were truncated" in caplog.text
