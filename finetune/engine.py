@@ -7,7 +7,7 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -86,6 +86,8 @@ class Trainer:
     best: BestCheckpoint
     stop: threading.Event  # set by the SIGTERM handler
     skipped_batches: int = 0  # batches whose loss was not finite, with train.skip_nonfinite
+    optimizer: torch.optim.Optimizer = field(init=False)  # built and prepared by fit
+    scheduler: torch.optim.lr_scheduler.LRScheduler = field(init=False)
 
     def fit(self, resume_from: Path | None, config_hash: str) -> FitSummary:
         """Train, keeping the epoch with the best validation `task.main_metric`; resume from a checkpoint."""
