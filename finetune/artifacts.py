@@ -101,6 +101,9 @@ class Tracker:
         for name, value in values.items():
             self.writer.add_scalar(f"{prefix}/{name}", value, step)
 
+    def text(self, tag: str, markdown: str, step: int) -> None:
+        self.writer.add_text(tag, markdown, step)
+
     def close(self) -> None:
         self.writer.close()
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from typing import Iterator
+from dataclasses import dataclass, fields
+from typing import Callable, Iterator
 
 import torch
 from datasets import Dataset
@@ -18,31 +19,44 @@ log = logging.getLogger(__name__)
 BUCKET_BATCHES = 50  # batches per sorted chunk: long enough to group lengths, short enough to stay random
 
 
-def tokenize(splits: dict[str, Dataset], task: Task, max_length: int) -> dict[str, Dataset]:
-    """The task's encoding of every split plus a `length` column (texts truncated to max_length)."""
-    encoded = {}
+def tokenize(splits: dict[str, Dataset], task: Task, max_length: int, prefix: str = "") -> Tokenized:
+    """The task's encoding of every split plus a `length` column; inputs are `prefix + text`,
+    truncated to max_length tokens, and the truncated rows are counted per split."""
+    encoded, truncated = {}, {}
     for role, dataset in splits.items():
-        encoded[role] = dataset.map(
-            lambda batch: _encode(task, batch, max_length), batched=True, remove_columns=dataset.column_names,
-            new_fingerprint=_fingerprint(dataset, task, max_length),
+        mapped = dataset.map(
+            lambda batch: _encode(task, batch, max_length, prefix), batched=True, remove_columns=dataset.column_names,
+            new_fingerprint=_fingerprint(dataset, task, max_length, prefix),
         )
-        at_limit = sum(1 for length in encoded[role]["length"] if length >= max_length)
-        if at_limit:
-            log.info("%s: %d of %d texts reached max_length=%d tokens and were truncated", role, at_limit, len(dataset), max_length)
-    return encoded
+        truncated[role] = sum(mapped["truncated"])
+        encoded[role] = mapped.remove_columns("truncated")
+        if truncated[role]:
+            log.info("%s: %d of %d texts reached max_length=%d tokens and were truncated",
+                     role, truncated[role], len(dataset), max_length)
+    return Tokenized(encoded, truncated, max_length)
 
 
-def _fingerprint(dataset: Dataset, task: Task, max_length: int) -> str:
+@dataclass(frozen=True)
+class Tokenized:
+    """Encoded splits, and how many inputs of each were cut at `max_length` tokens."""
+
+    splits: dict[str, Dataset]
+    truncated: dict[str, int]
+    max_length: int
+
+
+def _fingerprint(dataset: Dataset, task: Task, max_length: int, prefix: str) -> str:
     # datasets would otherwise dill-hash the whole tokenizer for every split (seconds each);
     # these are the inputs that decide the encoding
     tokenizer = task.tokenizer
-    key = [dataset._fingerprint, type(task).__name__, tokenizer.name_or_path, type(tokenizer).__name__,
-           len(tokenizer), max_length, getattr(task, "label_names", None)]
+    settings = [(f.name, getattr(task, f.name)) for f in fields(task) if f.name != "tokenizer"]
+    key = [dataset._fingerprint, type(task).__name__, settings, tokenizer.name_or_path, type(tokenizer).__name__, len(tokenizer),
+           max_length, prefix]
     return hashlib.sha256(repr(key).encode()).hexdigest()[:16]
 
 
-def _encode(task: Task, batch: dict[str, list], max_length: int) -> dict[str, list]:
-    encoding = task.encode(batch["text"], batch["labels"], max_length)
+def _encode(task: Task, batch: dict[str, list], max_length: int, prefix: str) -> dict[str, list]:
+    encoding = task.encode([prefix + text for text in batch["text"]], batch["labels"], max_length)
     return {**encoding, "length": [len(ids) for ids in encoding["input_ids"]]}
 
 
@@ -82,12 +96,12 @@ def sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def make_loader(dataset: Dataset, task: Task, batch_sampler) -> DataLoader:
-    """A DataLoader that pads each batch to its own longest sequence."""
+def make_loader(dataset: Dataset, collate: Callable[[list[dict]], dict], batch_sampler) -> DataLoader:
+    """A DataLoader whose `collate` pads each batch to its own longest sequence."""
     return DataLoader(
         dataset.remove_columns("length"),
         batch_sampler=batch_sampler,
-        collate_fn=task.collate,
+        collate_fn=collate,
         generator=torch.Generator(),  # its base-seed draw must not touch the global RNG (exact resume)
         pin_memory=torch.cuda.is_available(),
     )

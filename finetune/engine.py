@@ -9,6 +9,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -22,6 +23,7 @@ from finetune.checkpoint import BestCheckpoint, Checkpoints, LoopState
 from finetune.errors import Interrupted, RunError, UserError
 from finetune.schema import TrainSpec
 from finetune.tasks import Task
+from finetune.tasks.generation import IGNORE
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +46,37 @@ class FitSummary:
     best_validation: dict[str, float]  # validation metrics of the best epoch
 
 
-def evaluate(model: nn.Module, loader: DataLoader, task: Task, accelerator: Accelerator) -> dict[str, float]:
-    """Metrics and mean loss of `model` on every batch of `loader`."""
+@dataclass(frozen=True)
+class Evaluation:
+    """Metrics of one split (with the mean loss) and readable samples where the task makes text."""
+
+    metrics: dict[str, float]
+    samples: list[dict[str, Any]]
+
+
+def evaluate(model: nn.Module, loader: DataLoader, task: Task, accelerator: Accelerator) -> Evaluation:
+    """Run `task.evaluate_batch` over every batch of `loader` and score the whole split."""
+    model = accelerator.unwrap_model(model)  # evaluation needs no gradient sync; peft and HF models generate
     model.eval()
-    logits, labels, losses = [], [], []
+    predictions, references, losses, rows = [], [], [], 0
     with torch.no_grad():
-        for batch in loader:
-            output = model(**batch)
-            batch_logits, batch_labels = accelerator.gather_for_metrics(task.scores(output, batch))
-            logits.append(batch_logits.float().cpu())
-            labels.append(batch_labels.cpu())
+        for batch in tqdm(loader, desc="evaluate", unit="batch", leave=False,
+                          disable=not accelerator.is_local_main_process):
+            output = task.evaluate_batch(model, batch)
+            gathered = accelerator.gather_for_metrics(
+                tuple(_pad_columns(accelerator, tensor) for tensor in (output.predictions, output.references)))
+            predictions.append(gathered[0].cpu().numpy())
+            references.append(gathered[1].cpu().numpy())
             losses.append(output.loss.detach().float() * len(batch["input_ids"]))
-    all_labels = torch.cat(labels).numpy()
-    metrics = task.metrics(torch.cat(logits).numpy(), all_labels)
-    metrics["loss"] = float(torch.stack(losses).sum().cpu()) / max(len(all_labels), 1)
-    return metrics
+            rows += len(batch["input_ids"])
+    metrics = task.metrics(predictions, references)
+    metrics["loss"] = float(torch.stack(losses).sum().cpu()) / max(rows, 1)
+    return Evaluation(metrics, task.samples(predictions, references))
+
+
+def _pad_columns(accelerator: Accelerator, tensor: torch.Tensor) -> torch.Tensor:
+    # generated rows differ in width between processes; gathering needs one width
+    return accelerator.pad_across_processes(tensor, dim=1, pad_index=IGNORE) if tensor.dim() > 1 else tensor
 
 
 def _optimizer(model: nn.Module, train: TrainSpec, fused: bool) -> torch.optim.AdamW:
@@ -212,7 +230,7 @@ class Trainer:
 
     def _end_epoch(self, state: LoopState) -> None:
         """Evaluate, keep the best epoch, decide on early stopping, checkpoint."""
-        metrics = evaluate(self.model, self.validation_loader, self.task, self.accelerator)
+        metrics = evaluate(self.model, self.validation_loader, self.task, self.accelerator).metrics
         self.tracker.log("validation", metrics, state.step)
         log.info("Epoch %d: validation %s", state.epoch + 1, "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         score = metrics[self.task.main_metric]

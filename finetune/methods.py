@@ -51,17 +51,20 @@ def _frozen(model: nn.Module, spec: MethodSpec, family: ModelSpec, task: Task) -
 
 
 def _head_only(model: nn.Module, spec: MethodSpec, family: ModelSpec, task: Task) -> nn.Module:
-    return _freeze_except(model, [_submodule(model, path, "head", family) for path in family.head])
+    if not task.parts.head:
+        raise UserError(f"method: head_only trains a new classification head; {type(task).__name__} has none")
+    return _freeze_except(model, [_submodule(model, path, "head", family) for path in task.parts.head])
 
 
 def _last_layers(model: nn.Module, spec: LastLayersSpec, family: ModelSpec, task: Task) -> nn.Module:
-    blocks = list(_submodule(model, family.layers, "layers", family))
-    head = [_submodule(model, path, "head", family) for path in family.head]
+    key = "layers" if task.parts.layers == family.layers else "lm_layers"
+    blocks = list(_submodule(model, task.parts.layers, key, family))
+    head = [_submodule(model, path, "head", family) for path in task.parts.head]
     if family.shared_layers:
         log.info("%s shares its layer weights across depth: last_layers trains the shared block(s) whole", family.name)
         return _freeze_except(model, blocks + head)
     if spec.num_layers > len(blocks):
-        raise UserError(f"method.num_layers: {family.name} has {len(blocks)} layers at {family.layers}; got {spec.num_layers}")
+        raise UserError(f"method.num_layers: {family.name} has {len(blocks)} layers at {task.parts.layers}; got {spec.num_layers}")
     return _freeze_except(model, blocks[len(blocks) - spec.num_layers :] + head)
 
 
@@ -75,7 +78,7 @@ def _with_peft(model: nn.Module, config: PeftConfig, key: str) -> nn.Module:
 def _lora(model: nn.Module, spec: LoraSpec, family: ModelSpec, task: Task) -> nn.Module:
     config = LoraConfig(
         task_type=task.peft_task_type, r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
-        target_modules=list(spec.target_modules or family.lora_targets), modules_to_save=list(family.peft_trainable),
+        target_modules=list(spec.target_modules or family.lora_targets), modules_to_save=list(task.parts.new_modules) or None,
     )
     return _with_peft(model, config, "method.target_modules")
 
@@ -85,7 +88,7 @@ def _ia3(model: nn.Module, spec: IA3Spec, family: ModelSpec, task: Task) -> nn.M
         task_type=task.peft_task_type,
         target_modules=list(spec.target_modules or family.ia3_targets),
         feedforward_modules=list(spec.feedforward_modules or family.ia3_feedforward),
-        modules_to_save=list(family.peft_trainable),
+        modules_to_save=list(task.parts.new_modules) or None,
     )
     return _with_peft(model, config, "method.target_modules")
 
@@ -102,7 +105,7 @@ def _prompt_tuning(model: nn.Module, spec: PromptTuningSpec, family: ModelSpec, 
                 "tokenizer_name_or_path": model.config.name_or_path}
     config = PromptTuningConfig(
         task_type=task.peft_task_type, num_virtual_tokens=spec.num_virtual_tokens,
-        modules_to_save=list(family.peft_trainable), **init, **_prompt_fields(model, family),
+        modules_to_save=list(task.parts.new_modules) or None, **init, **_prompt_fields(model, family),
     )
     return _with_peft(model, config, "method")
 
@@ -110,7 +113,7 @@ def _prompt_tuning(model: nn.Module, spec: PromptTuningSpec, family: ModelSpec, 
 def _prefix_tuning(model: nn.Module, spec: PrefixTuningSpec, family: ModelSpec, task: Task) -> nn.Module:
     config = PrefixTuningConfig(
         task_type=task.peft_task_type, num_virtual_tokens=spec.num_virtual_tokens, prefix_projection=spec.projection,
-        modules_to_save=list(family.peft_trainable), **_prompt_fields(model, family),
+        modules_to_save=list(task.parts.new_modules) or None, **_prompt_fields(model, family),
     )
     return _with_peft(model, config, "method")
 

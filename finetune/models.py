@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
@@ -45,16 +46,9 @@ def load_tokenizer(source: str, spec: ModelSpec) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_model(model_class: type, source: str, spec: ModelSpec, label_names: tuple[str, ...], pad_token_id: int) -> nn.Module:
-    """The task model with a head sized for `label_names`, whose names end up in its config."""
-    model = _from_pretrained(
-        model_class,
-        source,
-        spec,
-        num_labels=len(label_names),
-        id2label=dict(enumerate(label_names)),
-        label2id={name: index for index, name in enumerate(label_names)},
-    )
+def load_model(model_class: type, source: str, spec: ModelSpec, model_kwargs: dict[str, Any], pad_token_id: int) -> nn.Module:
+    """The task model; `model_kwargs` size its head and put the label names in its config."""
+    model = _from_pretrained(model_class, source, spec, **model_kwargs)
     model.config.pad_token_id = pad_token_id
     return model
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -11,7 +12,7 @@ from typing import Any, Iterator
 
 from accelerate.utils import set_seed
 
-from finetune.artifacts import ResultsFile, Tracker, save_model
+from finetune.artifacts import ResultsFile, Tracker, save_model, write_text_atomic
 from finetune.batching import LengthGroupedBatches, make_loader, sorted_batches, tokenize
 from finetune.checkpoint import BestCheckpoint, Checkpoints
 from finetune.data import load_splits
@@ -24,6 +25,8 @@ from finetune.schema import Run
 from finetune.tasks import build_task
 
 log = logging.getLogger(__name__)
+
+SAMPLES_IN_TENSORBOARD = 5
 
 
 def execute(run: Run) -> dict[str, Any]:
@@ -81,8 +84,10 @@ def _execute(run: Run, tracker: Tracker, memory: PeakMemory, checkpoints: Checkp
     log.info("Data %s: %s; labels %s", run.dataset.name,
              ", ".join(f"{role} {len(split)}" for role, split in data.splits.items()), list(data.label_names))
     task = build_task(run, tokenizer, data.label_names)
-    encoded = tokenize(data.splits, task, run.model.max_length)
-    model = load_model(task.model_class, source, run.model, data.label_names, tokenizer.pad_token_id)
+    max_length = run.dataset.max_source_length or run.model.max_length
+    tokenized = tokenize(data.splits, task, max_length, run.dataset.source_prefix)
+    encoded = tokenized.splits
+    model = load_model(task.model_class, source, run.model, task.model_kwargs(), tokenizer.pad_token_id)
     model = method.prepare(model, run.method, run.model, task)
     params = count_parameters(model)
     log.info("Method %s: %s of %s parameters trainable (%.2f%%)", run.method.name,
@@ -90,7 +95,8 @@ def _execute(run: Run, tracker: Tracker, memory: PeakMemory, checkpoints: Checkp
 
     eval_batch_size = run.train.eval_batch_size or 2 * run.train.batch_size
     eval_roles = [role for role in ("validation", "test") if role in encoded]
-    eval_loaders = [make_loader(encoded[r], task, sorted_batches(encoded[r]["length"], eval_batch_size)) for r in eval_roles]
+    eval_loaders = [make_loader(encoded[r], task.collate_eval, sorted_batches(encoded[r]["length"], eval_batch_size))
+                    for r in eval_roles]
     model, *eval_loaders = accelerator.prepare(model, *eval_loaders)
     loaders = dict(zip(eval_roles, eval_loaders))
 
@@ -98,7 +104,7 @@ def _execute(run: Run, tracker: Tracker, memory: PeakMemory, checkpoints: Checkp
     metrics: dict[str, dict[str, float]] = {}
     if method.trains:
         batches = LengthGroupedBatches(encoded["train"]["length"], run.train.batch_size, run.train.seed)
-        train_loader = accelerator.prepare(make_loader(encoded["train"], task, batches))
+        train_loader = accelerator.prepare(make_loader(encoded["train"], task.collate, batches))
         best = BestCheckpoint(run_dir / "checkpoints")
         trainer = Trainer(model, train_loader, loaders["validation"], run.train, task, accelerator, tracker,
                           checkpoints, best, stop)
@@ -106,10 +112,14 @@ def _execute(run: Run, tracker: Tracker, memory: PeakMemory, checkpoints: Checkp
         best.restore(accelerator.unwrap_model(model))
         training = {key: value for key, value in vars(summary).items() if key != "best_validation"}
         metrics["validation"] = summary.best_validation
+    final_step = training.get("optimizer_steps", 0)
     for role, loader in loaders.items():
         if role not in metrics:
-            metrics[role] = evaluate(model, loader, task, accelerator)
-    final_step = training.get("optimizer_steps", 0)
+            evaluation = evaluate(model, loader, task, accelerator)
+            metrics[role] = evaluation.metrics
+            _write_samples(evaluation.samples, run_dir / f"samples_{role}.jsonl", tracker, role, final_step)
+        if role == "validation":
+            task = task.calibrated(metrics[role])  # e.g. the test split uses the validation's threshold
     for role, values in metrics.items():
         tracker.log(f"final_{role}", values, final_step)
     peak = memory.peak_mb(accelerator.device)
@@ -120,6 +130,7 @@ def _execute(run: Run, tracker: Tracker, memory: PeakMemory, checkpoints: Checkp
         "metrics": metrics,
         "main_metric": task.main_metric,
         "label_names": list(data.label_names),
+        "truncated": {"max_length": tokenized.max_length, **tokenized.truncated},
         "params": params,
         "train_seconds": training.get("train_seconds", 0.0),
         "train_samples_per_second": training.get("train_samples_per_second", 0.0),
@@ -129,3 +140,12 @@ def _execute(run: Run, tracker: Tracker, memory: PeakMemory, checkpoints: Checkp
         "device": str(accelerator.device),
         "precision": accelerator.mixed_precision,
     }
+
+
+def _write_samples(samples: list[dict[str, Any]], path: Path, tracker: Tracker, role: str, step: int) -> None:
+    """Generated texts next to their references: all in a jsonl file, the first few in TensorBoard."""
+    if not samples:
+        return
+    write_text_atomic(path, "".join(json.dumps(sample, ensure_ascii=False) + "\n" for sample in samples))
+    for index, sample in enumerate(samples[:SAMPLES_IN_TENSORBOARD]):
+        tracker.text(f"samples_{role}/{index}", "\n\n".join(f"**{key}**: {value}" for key, value in sample.items()), step)

@@ -17,7 +17,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from finetune.errors import UserError
 
-TASKS = ("classification",)
+TASKS = ("classification", "multilabel", "summarization")
 ARCHITECTURES = ("encoder", "seq2seq", "causal")
 DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -43,6 +43,7 @@ class ModelSpec:
     weights_package: Optional[str] = None  # pip package shipping the weights (get_model_path())
     architecture: str = "encoder"  # encoder | seq2seq | causal
     layers: str = MISSING  # dotted path of the ModuleList of transformer blocks (last_layers)
+    lm_layers: Optional[str] = None  # the same in the language-model class (text generation); null: layers
     shared_layers: bool = False  # one block reused across depth (ALBERT): last_layers trains it whole
     head: List[str] = field(default_factory=lambda: ["classifier"])  # trained by head_only
     lora_targets: List[str] = field(default_factory=lambda: ["query", "value"])
@@ -75,9 +76,18 @@ class DatasetSpec:
     hub_id: Optional[str] = None  # used when path is not set
     hub_config: Optional[str] = None  # e.g. "sst2" for hub_id "glue"
     hub_renames: Dict[str, str] = field(default_factory=dict)  # Hub column -> our column name
-    text_column: str = "text"
-    label_column: str = "label"
+    text_column: str = "text"  # the input text (summarization: the document)
+    label_column: str = "label"  # classification: one label; multilabel: a list (0/1 per label, or names)
+    label_columns: Optional[List[str]] = None  # multilabel: one 0/1 column per label, used when present
     label_names: Optional[List[str]] = None  # names of the label ids 0..n-1 when labels are ints
+    summary_column: str = "summary"  # summarization: the reference summary
+    instruction: str = "Classify this text:"  # what the task is, in words: initialises soft prompts
+    source_prefix: str = ""  # prepended to every input text, e.g. "summarize: " for T5
+    summary_separator: str = "\nTL;DR:\n"  # causal models: between the document and its summary
+    max_source_length: Optional[int] = None  # input tokens; null: model.max_length
+    max_target_length: int = 128  # summary tokens kept for training and the references' loss
+    threshold: float = 0.5  # multilabel: a label is predicted when its probability exceeds this
+    tune_threshold: bool = False  # multilabel: pick the threshold with the best validation Jaccard
     train_split: str = "train"
     validation_split: Optional[str] = "validation"  # null: carve validation_fraction from train
     test_split: Optional[str] = "test"  # null: no test evaluation
@@ -100,8 +110,13 @@ class DatasetSpec:
         for key in ("max_train_samples", "max_eval_samples"):
             value = getattr(self, key)
             _require(value is None or value > 0, f"dataset.{key}", f"must be > 0, got {value}")
-        if self.label_names is not None:
-            object.__setattr__(self, "label_names", tuple(self.label_names))
+        _require(0.0 < self.threshold < 1.0, "dataset.threshold", f"must be between 0 and 1, got {self.threshold}")
+        _require(self.max_target_length > 0, "dataset.max_target_length", f"must be > 0, got {self.max_target_length}")
+        _require(self.max_source_length is None or self.max_source_length > 0, "dataset.max_source_length",
+                 f"must be > 0 or null, got {self.max_source_length}")
+        for key in ("label_names", "label_columns"):
+            if getattr(self, key) is not None:
+                object.__setattr__(self, key, tuple(getattr(self, key)))
 
 
 @dataclass(frozen=True)
@@ -135,6 +150,22 @@ class TrainSpec:
         _require(0 <= self.warmup_ratio < 1, "train.warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
         _require(self.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {self.weight_decay}")
         _require(self.max_grad_norm >= 0, "train.max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
+
+
+@dataclass(frozen=True)
+class GenerationSpec:
+    """How summaries are generated for evaluation (passed to `model.generate`)."""
+
+    max_new_tokens: int = 128  # not transformers' 20-token default, which cuts summaries short
+    num_beams: int = 1  # 1: greedy; 4 is the usual CNN/DailyMail setting, about 4x slower
+    length_penalty: float = 1.0  # > 1 favours longer beams (beam search only)
+    no_repeat_ngram_size: int = 3  # 0 disables; 3 stops the loops small models fall into
+
+    def __post_init__(self) -> None:
+        for key in ("max_new_tokens", "num_beams"):
+            _require(getattr(self, key) > 0, f"generation.{key}", f"must be > 0, got {getattr(self, key)}")
+        _require(self.no_repeat_ngram_size >= 0, "generation.no_repeat_ngram_size",
+                 f"must be >= 0, got {self.no_repeat_ngram_size}")
 
 
 @dataclass(frozen=True)
@@ -201,7 +232,7 @@ class LoraSpec(MethodSpec):
 class PromptTuningSpec(MethodSpec):
     name: str = "prompt_tuning"
     num_virtual_tokens: int = 20  # soft-prompt length, in tokens prepended to every input
-    init_text: Optional[str] = "Classify the sentiment of this review:"  # null: random init
+    init_text: Optional[str] = "${dataset.instruction}"  # null: random init
 
     def __post_init__(self) -> None:
         _require(self.num_virtual_tokens > 0, "method.num_virtual_tokens", f"must be > 0, got {self.num_virtual_tokens}")
@@ -244,6 +275,7 @@ class Run:
     method: Any = MISSING  # one of the MethodSpec subclasses, chosen by the method group
     hardware: HardwareSpec = MISSING
     train: TrainSpec = field(default_factory=TrainSpec)
+    generation: GenerationSpec = field(default_factory=GenerationSpec)
     output_dir: str = "${hydra:runtime.output_dir}"  # the Hydra run directory
     overrides: List[str] = field(default_factory=lambda: "${hydra:overrides.task}")  # type: ignore
 
@@ -258,7 +290,7 @@ class Run:
 
         Hardware and the output location are left out, so a run may resume on another machine.
         """
-        identity = {key: asdict(getattr(self, key)) for key in ("model", "dataset", "method", "train")}
+        identity = {key: asdict(getattr(self, key)) for key in ("model", "dataset", "method", "train", "generation")}
         identity["method_kind"] = type(self.method).__name__
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -29,10 +29,10 @@ def split_metrics(run, split: str = "test") -> dict[str, float]:
     tokenizer = AutoTokenizer.from_pretrained(Path(run.output_dir) / "model")
     data = load_splits(run.dataset, run.train.seed)
     task = build_task(run, tokenizer, data.label_names)
-    encoded = tokenize({split: data.splits[split]}, task, run.model.max_length)[split]
+    encoded = tokenize({split: data.splits[split]}, task, run.model.max_length).splits[split]
     accelerator = Accelerator(cpu=True)
-    loader = accelerator.prepare(make_loader(encoded, task, sorted_batches(encoded["length"], 64)))
-    return evaluate(accelerator.prepare(model), loader, task, accelerator)
+    loader = accelerator.prepare(make_loader(encoded, task.collate_eval, sorted_batches(encoded["length"], 64)))
+    return evaluate(accelerator.prepare(model), loader, task, accelerator).metrics
 
 
 @pytest.mark.parametrize(
@@ -80,10 +80,11 @@ def test_lora_on_bert_base_reports_peft_print_trainable_parameters_count(compose
     from transformers import BertConfig, BertForSequenceClassification
 
     from finetune.methods import METHODS, count_parameters
-    from finetune.tasks import HeadClassification
+    from finetune.tasks import build_task
 
     run = compose_run("model=bert", "method=lora")
-    ours = METHODS["lora"].prepare(BertForSequenceClassification(BertConfig()), run.method, run.model, HeadClassification(None))
+    task = build_task(run, None, ("neg", "pos"))
+    ours = METHODS["lora"].prepare(BertForSequenceClassification(BertConfig()), run.method, run.model, task)
     reference = get_peft_model(BertForSequenceClassification(BertConfig()),
                                LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, target_modules=["query", "value"]))
     trainable, total = reference.get_nb_trainable_parameters()

@@ -1,0 +1,39 @@
+"""Task kinds: how texts are encoded and batched, which model class trains, how outputs are scored.
+
+One class per (task, route); `build_task` picks it from the data set's task, the family's
+architecture and whether the method needs the text-to-text route.
+"""
+
+from __future__ import annotations
+
+from transformers import PreTrainedTokenizerBase
+
+from finetune.errors import UserError
+from finetune.schema import Run
+from finetune.tasks.base import BatchOutput, ModelParts, Task
+from finetune.tasks.classification import HeadClassification, HeadMultiLabel
+from finetune.tasks.summarization import CausalSummarization, Seq2SeqSummarization
+from finetune.tasks.text_to_text import TextToTextClassification, TextToTextMultiLabel
+
+__all__ = ["BatchOutput", "ModelParts", "Task", "build_task"]
+
+
+def build_task(run: Run, tokenizer: PreTrainedTokenizerBase, label_names: tuple[str, ...]) -> Task:
+    """The task for this run; families list the methods that need the text-to-text route."""
+    family, dataset = run.model, run.dataset
+    head_parts = ModelParts(family.layers, family.head, family.peft_trainable)
+    lm_parts = ModelParts(family.lm_layers or family.layers, (), ())
+    if dataset.task == "summarization":
+        kinds = {"seq2seq": Seq2SeqSummarization, "causal": CausalSummarization}
+        if family.architecture not in kinds:
+            raise UserError(f"dataset.task: summarization needs a seq2seq or causal model; "
+                            f"model={family.name} is {family.architecture} (try model=flan_t5 or model=gpt_neo)")
+        return kinds[family.architecture](tokenizer, lm_parts, dataset, run.generation)
+    text_to_text = run.method.name in family.text_to_text_methods
+    if dataset.task == "multilabel":
+        if text_to_text:
+            return TextToTextMultiLabel(tokenizer, lm_parts, label_names)
+        return HeadMultiLabel(tokenizer, head_parts, label_names, dataset.threshold, dataset.tune_threshold)
+    if text_to_text:
+        return TextToTextClassification(tokenizer, lm_parts, label_names)
+    return HeadClassification(tokenizer, head_parts, label_names)

@@ -1,0 +1,67 @@
+"""What every task provides the engine and the methods."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+
+@dataclass(frozen=True)
+class ModelParts:
+    """Module paths in the task's model class, which the methods freeze or train."""
+
+    layers: str  # the ModuleList of transformer blocks (last_layers)
+    head: tuple[str, ...]  # trained by head_only and last_layers; empty for language-model heads
+    new_modules: tuple[str, ...]  # initialised at load time: peft keeps them trainable
+
+
+@dataclass(frozen=True)
+class BatchOutput:
+    """One evaluation batch: mean loss, predictions and references (rows padded with -100 where ragged)."""
+
+    loss: torch.Tensor
+    predictions: torch.Tensor
+    references: torch.Tensor
+
+
+class Task(Protocol):
+    """What the engine needs to know about a task."""
+
+    tokenizer: PreTrainedTokenizerBase
+    parts: ModelParts
+    model_class: type  # a transformers Auto class
+    peft_task_type: str  # peft's TaskType name
+    main_metric: str  # higher is better; selects the best epoch and early-stops
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Extra `from_pretrained` arguments: label names and head size for classifiers."""
+        ...
+
+    def encode(self, texts: list[str], targets: list[Any], max_length: int) -> dict[str, list]:
+        """Token ids and training labels; `truncated` flags inputs cut at max_length."""
+        ...
+
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """A training batch: exactly the model's keyword arguments."""
+        ...
+
+    def collate_eval(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]: ...
+
+    def evaluate_batch(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> BatchOutput: ...
+
+    def metrics(self, predictions: list[np.ndarray], references: list[np.ndarray]) -> dict[str, float]:
+        """Metrics over all evaluation batches."""
+        ...
+
+    def samples(self, predictions: list[np.ndarray], references: list[np.ndarray]) -> list[dict[str, Any]]:
+        """Readable predictions next to references (generated text); empty where not useful."""
+        ...
+
+    def calibrated(self, validation: dict[str, float]) -> Task:
+        """The task as the test split should see it, given the validation metrics (tuned threshold)."""
+        ...

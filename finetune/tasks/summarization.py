@@ -1,0 +1,117 @@
+"""Summarization: an encoder-decoder maps the document to its summary; a causal model continues
+"document + separator" with the summary, trained on the summary tokens only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, PreTrainedTokenizerBase
+
+from finetune.metrics import rouge_metrics
+from finetune.schema import DatasetSpec, GenerationSpec
+from finetune.tasks.base import BatchOutput, ModelParts
+from finetune.tasks.generation import IGNORE, decode, generate
+
+
+@dataclass(frozen=True)
+class _Summarization:
+    tokenizer: PreTrainedTokenizerBase
+    parts: ModelParts
+    dataset: DatasetSpec
+    generation: GenerationSpec
+    main_metric: str = "rougeL"
+
+    def model_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def metrics(self, predictions: list[np.ndarray], references: list[np.ndarray]) -> dict[str, float]:
+        return rouge_metrics(decode(self.tokenizer, predictions), decode(self.tokenizer, references))
+
+    def samples(self, predictions: list[np.ndarray], references: list[np.ndarray]) -> list[dict[str, Any]]:
+        pairs = zip(decode(self.tokenizer, references), decode(self.tokenizer, predictions))
+        return [{"reference": reference, "generated": generated} for reference, generated in pairs]
+
+    def calibrated(self, validation: dict[str, float]) -> _Summarization:
+        return self
+
+    def _targets(self, summaries: list[str]) -> list[list[int]]:
+        return self.tokenizer(text_target=summaries, truncation=True, max_length=self.dataset.max_target_length)["input_ids"]
+
+
+@dataclass(frozen=True)
+class Seq2SeqSummarization(_Summarization):
+    """Flan-T5 and other encoder-decoders: document in, summary out."""
+
+    model_class: type = AutoModelForSeq2SeqLM
+    peft_task_type: str = "SEQ_2_SEQ_LM"
+
+    def encode(self, texts: list[str], targets: list[Any], max_length: int) -> dict[str, list]:
+        encoding = self.tokenizer(texts, truncation=True, max_length=max_length)
+        truncated = [len(ids) >= max_length for ids in encoding["input_ids"]]
+        return {**encoding, "labels": self._targets(targets), "truncated": truncated}
+
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return DataCollatorForSeq2Seq(self.tokenizer, label_pad_token_id=IGNORE)(features)
+
+    def collate_eval(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return self.collate(features)
+
+    def evaluate_batch(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> BatchOutput:
+        loss = model(**batch).loss
+        generated = generate(model, batch["input_ids"], batch["attention_mask"], self.tokenizer, self.generation)
+        return BatchOutput(loss, generated, batch["labels"])
+
+
+@dataclass(frozen=True)
+class CausalSummarization(_Summarization):
+    """GPT-style decoders: one sequence `document separator summary <eos>`; the loss covers the
+    summary only. Training batches pad on the right; generation prompts pad on the left, so that
+    every row continues from its last real token."""
+
+    model_class: type = AutoModelForCausalLM
+    peft_task_type: str = "CAUSAL_LM"
+
+    def encode(self, texts: list[str], targets: list[Any], max_length: int) -> dict[str, list]:
+        sources = self.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+        separator = self.tokenizer(self.dataset.summary_separator, add_special_tokens=False)["input_ids"]
+        eos = [self.tokenizer.eos_token_id]
+        prompts = [source + separator for source in sources]
+        summaries = [ids + eos for ids in self._targets(targets)]
+        return {
+            "input_ids": [prompt + summary for prompt, summary in zip(prompts, summaries)],
+            "labels": [[IGNORE] * len(prompt) + summary for prompt, summary in zip(prompts, summaries)],
+            "prompt_length": [len(prompt) for prompt in prompts],
+            "truncated": [len(source) >= max_length for source in sources],
+        }
+
+    def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        input_ids = [f["input_ids"] for f in features]
+        return {
+            "input_ids": _pad(input_ids, self.tokenizer.pad_token_id, left=False),
+            "attention_mask": _pad([[1] * len(ids) for ids in input_ids], 0, left=False),
+            "labels": _pad([f["labels"] for f in features], IGNORE, left=False),
+        }
+
+    def collate_eval(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        prompts = [f["input_ids"][: f["prompt_length"]] for f in features]
+        return {
+            **self.collate(features),
+            "prompt_ids": _pad(prompts, self.tokenizer.pad_token_id, left=True),
+            "prompt_mask": _pad([[1] * len(ids) for ids in prompts], 0, left=True),
+            "references": _pad([f["labels"][f["prompt_length"]:] for f in features], IGNORE, left=False),
+        }
+
+    def evaluate_batch(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> BatchOutput:
+        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+        generated = generate(model, batch["prompt_ids"], batch["prompt_mask"], self.tokenizer, self.generation)
+        return BatchOutput(loss, generated, batch["references"])
+
+
+def _pad(rows: list[list[int]], value: int, left: bool) -> torch.Tensor:
+    width = max(len(row) for row in rows)
+    padded = [[value] * (width - len(row)) + row if left else row + [value] * (width - len(row)) for row in rows]
+    return torch.tensor(padded, dtype=torch.long)
