@@ -137,3 +137,28 @@ def tiny_run(compose_run, tiny_bert, sentiment_dir) -> Callable[..., Run]:
         )
 
     return make
+
+
+EMOTION_WORDS = {"joy": "happy glad delighted", "anger": "furious angry mad", "fear": "scared afraid terrified"}
+
+
+def emotion_rows(count: int, seed: int) -> list[dict]:
+    """Texts carrying any subset of three emotions, each signalled by its own words; `labels` is 0/1 per emotion."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        flags = [rng.random() < 0.4 for _ in EMOTION_WORDS]
+        words = rng.sample(FILLER, rng.randint(1, 4))
+        words += [word for name, on in zip(EMOTION_WORDS, flags) if on for word in rng.sample(EMOTION_WORDS[name].split(), 2)]
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "labels": [int(flag) for flag in flags]})
+    return rows
+
+
+@pytest.fixture(scope="session")
+def emotion_dir(tmp_path_factory) -> Path:
+    """train/validation/test jsonl (160/48/48) of multilabel rows with a `labels` list column."""
+    directory = tmp_path_factory.mktemp("emotions")
+    for split, count, seed in (("train", 160, 0), ("validation", 48, 1), ("test", 48, 2)):
+        write_jsonl(directory / f"{split}.jsonl", emotion_rows(count, seed))
+    return directory

@@ -28,12 +28,13 @@ def build_task(run: Run, tokenizer: PreTrainedTokenizerBase, label_names: tuple[
         if family.architecture not in kinds:
             raise UserError(f"dataset.task: summarization needs a seq2seq or causal model; "
                             f"model={family.name} is {family.architecture} (try model=flan_t5 or model=gpt_neo)")
-        return kinds[family.architecture](tokenizer, lm_parts, dataset, run.generation)
+        return kinds[family.architecture](tokenizer, lm_parts, dataset=dataset, generation=run.generation)
     text_to_text = run.method.name in family.text_to_text_methods
     if dataset.task == "multilabel":
         if text_to_text:
             return TextToTextMultiLabel(tokenizer, lm_parts, label_names)
-        return HeadMultiLabel(tokenizer, head_parts, label_names, dataset.threshold, dataset.tune_threshold)
+        return HeadMultiLabel(tokenizer, head_parts, label_names, threshold=dataset.threshold,
+                              tune_threshold=dataset.tune_threshold)
     if text_to_text:
         return TextToTextClassification(tokenizer, lm_parts, label_names)
     return HeadClassification(tokenizer, head_parts, label_names)
