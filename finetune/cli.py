@@ -80,7 +80,9 @@ def format_summary(results: dict[str, Any], run_dir: Path) -> str:
     params = results["params"]
     lines = [f"\n{results['model']} + {results['method']} on {results['dataset']}: {results['status']}"]
     for split, metrics in results["metrics"].items():
-        shown = "  ".join(f"{name} {value:.4f}" for name, value in metrics.items() if name != "loss")
+        # the loss and per-label F1 stay in results.json
+        shown = "  ".join(f"{name} {value:.4f}" for name, value in metrics.items()
+                          if name != "loss" and not name.startswith("f1_"))
         lines.append(f"  {split:<11} {shown}")
     lines.append(
         f"  trainable   {params['trainable']:,} of {params['total']:,} parameters "

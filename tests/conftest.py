@@ -162,3 +162,24 @@ def emotion_dir(tmp_path_factory) -> Path:
     for split, count, seed in (("train", 160, 0), ("validation", 48, 1), ("test", 48, 2)):
         write_jsonl(directory / f"{split}.jsonl", emotion_rows(count, seed))
     return directory
+
+
+def article_rows(count: int, seed: int) -> list[dict]:
+    """CNN/DailyMail-shaped rows: an `article` of 20-60 words whose first sentence is its `highlights`."""
+    rng = random.Random(seed)
+    vocabulary = POSITIVE + NEGATIVE + FILLER
+    rows = []
+    for _ in range(count):
+        lead = " ".join(rng.choices(vocabulary, k=5)) + "."
+        body = " ".join(rng.choices(vocabulary, k=rng.randint(15, 55))) + "."
+        rows.append({"article": f"{lead} {body}", "highlights": lead})
+    return rows
+
+
+@pytest.fixture(scope="session")
+def article_dir(tmp_path_factory) -> Path:
+    """train/validation/test jsonl (48/8/8) with article and highlights columns."""
+    directory = tmp_path_factory.mktemp("articles")
+    for split, count, seed in (("train", 48, 0), ("validation", 8, 1), ("test", 8, 2)):
+        write_jsonl(directory / f"{split}.jsonl", article_rows(count, seed))
+    return directory

@@ -1,0 +1,103 @@
+"""Summarization with tiny random Flan-T5 and GPT-Neo models: every listed method end to end,
+the causal model's masking and left padding, and the refusal of encoder-only models."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from finetune.errors import UserError
+from finetune.metrics import ROUGE_TYPES
+from finetune.runner import execute
+from finetune.schema import DatasetSpec, GenerationSpec
+from finetune.tasks import ModelParts
+from finetune.tasks.generation import IGNORE, generate
+from finetune.tasks.summarization import CausalSummarization
+
+METHODS = ("full", "lora", "prompt_tuning", "last_layers", "none")
+
+
+@pytest.fixture
+def summary_run(compose_run, tiny_model, article_dir, tmp_path):
+    def make(family: str, method: str, *overrides: str):
+        return compose_run(
+            f"model={family}", f"model.path={tiny_model(family)}", f"method={method}",
+            "dataset=cnn_dailymail", f"dataset.path={article_dir}", "dataset.max_source_length=32",
+            "dataset.max_target_length=12", "generation.max_new_tokens=8", "hardware=cpu",
+            "train.batch_size=8", "train.grad_accum=2", "train.max_steps=2", *overrides,
+            output_dir=tmp_path / f"run{len(list(tmp_path.iterdir()))}",
+        )
+
+    return make
+
+
+@pytest.mark.parametrize("family", ["flan_t5", "gpt_neo"])
+@pytest.mark.parametrize("method", METHODS)
+def test_every_listed_method_trains_generates_and_scores_rouge(summary_run, family, method):
+    run = summary_run(family, method)
+    results = execute(run)
+
+    assert results["status"] == "completed" and results["main_metric"] == "rougeL"
+    for role in ("validation", "test"):
+        metrics = results["metrics"][role]
+        assert all(0.0 <= metrics[kind] <= 100.0 for kind in ROUGE_TYPES), metrics
+        assert math.isfinite(metrics["loss"])
+    if method != "none":
+        assert results["training"]["optimizer_steps"] == 2
+    # articles run to 60 words, over the 32-token limit: most were cut, and counted
+    assert results["truncated"]["max_length"] == 32 and results["truncated"]["train"] > 24
+    samples = [json.loads(line) for line in (Path(run.output_dir) / "samples_test.jsonl").read_text().splitlines()]
+    assert len(samples) == 8 and all(set(sample) == {"reference", "generated"} for sample in samples)
+    assert all(sample["reference"].endswith(".") for sample in samples)
+
+
+def test_gradient_accumulation_sets_the_effective_batch(summary_run):
+    results = execute(summary_run("flan_t5", "lora", "train.max_steps=null", "train.epochs=1"))
+    assert results["training"]["optimizer_steps"] == 3  # 48 articles / (8 a batch x 2 batches a step)
+
+
+def test_encoder_only_models_are_refused_for_summarization(compose_run, tiny_bert, article_dir):
+    run = compose_run("model=bert", f"model.path={tiny_bert}", "dataset=cnn_dailymail", f"dataset.path={article_dir}")
+    with pytest.raises(UserError, match="^dataset.task: summarization needs a seq2seq or causal model; model=bert is encoder"):
+        execute(run)
+
+
+@pytest.fixture
+def causal(tiny_model):
+    directory = tiny_model("gpt_neo")
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    tokenizer.pad_token = "<|endoftext|>"
+    spec = DatasetSpec(name="articles", task="summarization", path=".", summary_separator=" TL;DR:")
+    task = CausalSummarization(tokenizer, ModelParts("transformer.h", (), ()), dataset=spec, generation=GenerationSpec())
+    return task, AutoModelForCausalLM.from_pretrained(directory).eval()
+
+
+def test_causal_loss_covers_only_the_summary_and_its_end_token(causal):
+    task, _ = causal
+    encoded = task.encode(["a dull film", "the plot is weak and the acting bland"], ["bad.", "weak plot."], max_length=6)
+    separator = task.tokenizer(" TL;DR:", add_special_tokens=False)["input_ids"]
+    for ids, labels, prompt_length, summary in zip(encoded["input_ids"], encoded["labels"], encoded["prompt_length"],
+                                                   ["bad.", "weak plot."]):
+        assert ids[prompt_length - len(separator):prompt_length] == separator
+        assert labels[:prompt_length] == [IGNORE] * prompt_length
+        assert labels[prompt_length:] == ids[prompt_length:]
+        assert task.tokenizer.decode(ids[prompt_length:-1]) == summary and ids[-1] == task.tokenizer.eos_token_id
+    assert encoded["truncated"] == [False, True]
+
+
+def test_left_padded_prompts_generate_what_each_prompt_generates_alone(causal):
+    task, model = causal
+    encoded = task.encode(["a short one", "a much longer text about the film and its plot"], ["x", "y"], 32)
+    features = [{key: values[row] for key, values in encoded.items()} for row in range(2)]
+    batch = task.collate_eval(features)
+    assert batch["prompt_mask"][0, 0] == 0 and batch["prompt_mask"][0, -1] == 1  # padded on the left
+    spec = GenerationSpec(max_new_tokens=6, no_repeat_ngram_size=0)
+    together = generate(model, batch["prompt_ids"], batch["prompt_mask"], task.tokenizer, spec)
+    alone = task.collate_eval(features[:1])
+    single = generate(model, alone["prompt_ids"], alone["prompt_mask"], task.tokenizer, spec)
+    assert torch.equal(together[0, : single.shape[1]], single[0])
