@@ -20,6 +20,7 @@ from transformers import PreTrainedTokenizerBase
 from finetune.errors import UserError
 from finetune.schema import Run
 
+HPARAM_TRAIN_KEYS = ("lr", "epochs", "batch_size", "grad_accum", "seed", "weight_decay", "warmup_ratio")
 LIBRARIES = ("finetune", "torch", "transformers", "peft", "datasets", "accelerate", "hydra-core")
 
 
@@ -66,6 +67,7 @@ class ResultsFile:
             "dataset": run.dataset.name,
             "task": run.dataset.task,
             "overrides": list(run.overrides),
+            "config_hash": run.config_hash(),
             "config": asdict(run),
             "versions": library_versions(),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -100,6 +102,18 @@ class Tracker:
     def log(self, prefix: str, values: dict[str, float], step: int) -> None:
         for name, value in values.items():
             self.writer.add_scalar(f"{prefix}/{name}", value, step)
+
+    def hparams(self, run: Run, outcome: dict[str, Any]) -> None:
+        """The run's settings and headline results for TensorBoard's HParams tab (one row a run)."""
+        settings: dict[str, Any] = {"model": run.model.name, "dataset": run.dataset.name}
+        settings.update({f"method.{key}": value for key, value in asdict(run.method).items()})
+        settings.update({f"train.{key}": getattr(run.train, key) for key in HPARAM_TRAIN_KEYS})
+        main = outcome["main_metric"]
+        results = {f"hparam/{role}_{main}": values[main] for role, values in outcome["metrics"].items()}
+        results.update({"hparam/trainable_params": outcome["params"]["trainable"],
+                        "hparam/train_seconds": outcome["train_seconds"], "hparam/peak_memory_mb": outcome["peak_memory_mb"]})
+        kept = {key: value for key, value in settings.items() if isinstance(value, (int, float, str, bool))}
+        self.writer.add_hparams(kept, results, run_name="hparams")
 
     def text(self, tag: str, markdown: str, step: int) -> None:
         self.writer.add_text(tag, markdown, step)

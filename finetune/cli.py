@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -9,11 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from finetune.errors import EXIT_BAD_INPUT, USER_ERRORS, Interrupted, RunError, one_line
 from finetune.schema import build_run, register_configs
+from finetune.sweeps import completed_before, failed_jobs, mark_skipped, record_failure
 
+log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 register_configs()
@@ -22,14 +27,41 @@ _job_started = threading.Event()  # set once Hydra has made the run dir and call
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
 def _app(config: DictConfig) -> float:
+    # only a reference to a module-level function: the joblib launcher pickles this one by value
+    return run_job(config)
+
+
+def run_job(config: DictConfig) -> float:
+    """A Hydra job; in a multirun, a failure is recorded and the sweep goes on."""
     _job_started.set()
+    hydra_config = HydraConfig.get()
+    if hydra_config.mode != RunMode.MULTIRUN:
+        return _job(config)
+    try:
+        return _job(config)
+    except Interrupted:
+        raise
+    except Exception as error:  # one failed job must not stop the sweep; its results.json says why
+        record_failure(Path(hydra_config.runtime.output_dir), list(hydra_config.overrides.task), error)
+        log.error("Job %s failed", hydra_config.job.num, exc_info=not isinstance(error, USER_ERRORS))
+        print(f"finetune: job {hydra_config.job.num} failed: {one_line(error)}", file=sys.stderr)
+        return float("nan")
+
+
+def _job(config: DictConfig) -> float:
+    """One run; its validation main metric is the value Hydra sweepers (Optuna) optimise."""
     run = build_run(config)
+    previous = completed_before(run)
+    if previous is not None:
+        mark_skipped(previous, Path(run.output_dir))
+        print(f"skipped {run.output_dir}: completed before with the same config")
+        return previous["metrics"]["validation"][previous["main_metric"]]
     from finetune.runner import execute  # heavy imports only once the config is known to be valid
 
     _quiet_libraries()
     results = execute(run)
     print(format_summary(results, Path(run.output_dir)))
-    return results["metrics"]["validation"][results["main_metric"]]  # for Hydra sweepers (Optuna)
+    return results["metrics"]["validation"][results["main_metric"]]
 
 
 def main() -> None:
@@ -38,6 +70,8 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's exit(1)
     try:
         _app()
+        if failed_jobs:
+            sys.exit(1)
     except USER_ERRORS as error:
         if wants_traceback:
             raise
@@ -61,7 +95,6 @@ def main() -> None:
 
 
 def _quiet_libraries() -> None:
-    import logging
     import warnings
 
     import datasets

@@ -1,7 +1,7 @@
 """`finetune-report DIR...`: one table of every results.json under the given directories.
 
-Reads only files: report.md and report.csv are written next to the first directory, and the
-markdown table is printed. Failed and running runs are listed, not dropped.
+Reads only files: report.md, report.csv and PNG plots (finetune.plots) are written in the first
+directory, and the markdown table is printed. Failed and running runs are listed, not dropped.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 from finetune.artifacts import write_text_atomic
 from finetune.errors import EXIT_BAD_INPUT
+from finetune.plots import write_plots
 
 COLUMNS = (
     "model", "method", "dataset", "status", "metric", "validation", "test", "trainable", "trainable_%",
@@ -96,4 +97,6 @@ def main(argv: list[str] | None = None) -> None:
     out = args.directories[0]
     write_text_atomic(out / "report.md", table)
     write_text_atomic(out / "report.csv", to_csv(rows))
-    print(table + f"\n{len(rows)} runs; wrote {out / 'report.md'} and {out / 'report.csv'}")
+    plots = write_plots(rows, out)
+    print(table + f"\n{len(rows)} runs; wrote {out / 'report.md'}, {out / 'report.csv'}"
+          + "".join(f", {path.name}" for path in plots))

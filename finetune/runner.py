@@ -10,18 +10,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from finetune.artifacts import ResultsFile, Tracker, save_model, write_text_atomic
+from finetune.baselines import run_baseline
 from finetune.batching import LengthGroupedBatches, make_loader, sorted_batches, tokenize
 from finetune.checkpoint import BestCheckpoint, Checkpoints
-from finetune.data import load_splits
+from finetune.data import LabelledSplits, load_splits
 from finetune.engine import Trainer, evaluate
 from finetune.errors import Interrupted
 from finetune.hardware import PeakMemory, make_accelerator
 from finetune.methods import METHODS, count_parameters
 from finetune.models import load_model, load_tokenizer, model_source
-from finetune.schema import Run
+from finetune.schema import Run, SvmEmbeddingsSpec, SvmTfidfSpec
 from finetune.tasks import build_task
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ def execute(run: Run) -> dict[str, Any]:
     try:
         with _stop_on_sigterm() as stop:
             outcome = _execute(run, tracker, memory, checkpoints, resume_from, stop)
+        tracker.hparams(run, outcome)
     except Interrupted as error:
         results.interrupt(error)
         raise
@@ -73,16 +76,18 @@ def _stop_on_sigterm() -> Iterator[threading.Event]:
 def _execute(run: Run, tracker: Tracker, memory: PeakMemory, checkpoints: Checkpoints,
              resume_from: Path | None, stop: threading.Event) -> dict[str, Any]:
     run_dir = Path(run.output_dir)
-    method = METHODS[run.method.name]
     accelerator = make_accelerator(run.hardware, run.train.grad_accum)
     set_seed(run.train.seed)
-
-    source = model_source(run.model)
-    log.info("Model %s from %s on %s", run.model.name, source, accelerator.device)
-    tokenizer = load_tokenizer(source, run.model)
     data = load_splits(run.dataset, run.train.seed)
     log.info("Data %s: %s; labels %s", run.dataset.name,
              ", ".join(f"{role} {len(split)}" for role, split in data.splits.items()), list(data.label_names))
+    if isinstance(run.method, (SvmTfidfSpec, SvmEmbeddingsSpec)):
+        return _execute_baseline(run, data, tracker, memory, accelerator)
+
+    method = METHODS[run.method.name]
+    source = model_source(run.model)
+    log.info("Model %s from %s on %s", run.model.name, source, accelerator.device)
+    tokenizer = load_tokenizer(source, run.model)
     task = build_task(run, tokenizer, data.label_names)
     max_length = run.dataset.max_source_length or run.model.max_length
     tokenized = tokenize(data.splits, task, max_length, run.dataset.source_prefix)
@@ -139,6 +144,31 @@ def _execute(run: Run, tracker: Tracker, memory: PeakMemory, checkpoints: Checkp
         "model_source": source,
         "device": str(accelerator.device),
         "precision": accelerator.mixed_precision,
+    }
+
+
+def _execute_baseline(run: Run, data: LabelledSplits, tracker: Tracker, memory: PeakMemory,
+                      accelerator: Accelerator) -> dict[str, Any]:
+    """The classic baselines: no training loop, the same results fields."""
+    source = model_source(run.model) if isinstance(run.method, SvmEmbeddingsSpec) else ""
+    task = build_task(run, None, data.label_names)  # only its metrics are used
+    outcome = run_baseline(run, data, task, source, accelerator.device, Path(run.output_dir) / "model")
+    for role, values in outcome.metrics.items():
+        tracker.log(f"final_{role}", values, 0)
+    peak = memory.peak_mb(accelerator.device)
+    tracker.log("system", {"peak_memory_mb": peak}, 0)
+    return {
+        "metrics": outcome.metrics,
+        "main_metric": task.main_metric,
+        "label_names": list(data.label_names),
+        "params": outcome.params,
+        "train_seconds": outcome.train_seconds,
+        "train_samples_per_second": outcome.train_samples_per_second,
+        "peak_memory_mb": peak,
+        "training": {},
+        "model_source": source or None,
+        "device": str(accelerator.device),
+        "precision": "fp32",
     }
 
 

@@ -260,9 +260,34 @@ class IA3Spec(MethodSpec):
                 object.__setattr__(self, key, tuple(getattr(self, key)))
 
 
+@dataclass(frozen=True)
+class SvmTfidfSpec(MethodSpec):
+    name: str = "svm_tfidf"
+    ngram_max: int = 2  # word n-grams 1..ngram_max
+    min_df: int = 2  # n-grams in fewer training texts are dropped
+    C: float = 1.0  # inverse regularisation strength of the linear SVM
+
+    def __post_init__(self) -> None:
+        _require(self.ngram_max > 0, "method.ngram_max", f"must be > 0, got {self.ngram_max}")
+        _require(self.min_df > 0, "method.min_df", f"must be > 0, got {self.min_df}")
+        _require(self.C > 0, "method.C", f"must be > 0, got {self.C}")
+
+
+@dataclass(frozen=True)
+class SvmEmbeddingsSpec(MethodSpec):
+    name: str = "svm_embeddings"
+    pooling: str = "mean"  # mean: average of the token states; first: the first token's state ([CLS])
+    C: float = 1.0  # inverse regularisation strength of the linear SVM
+
+    def __post_init__(self) -> None:
+        _one_of(self.pooling, ("mean", "first"), "method.pooling")
+        _require(self.C > 0, "method.C", f"must be > 0, got {self.C}")
+
+
 METHOD_SPECS: dict[str, type[MethodSpec]] = {
     spec.name: spec
-    for spec in (FullSpec, NoTrainingSpec, HeadOnlySpec, LastLayersSpec, LoraSpec, PromptTuningSpec, PrefixTuningSpec, IA3Spec)
+    for spec in (FullSpec, NoTrainingSpec, HeadOnlySpec, LastLayersSpec, LoraSpec, PromptTuningSpec, PrefixTuningSpec, IA3Spec,
+                 SvmTfidfSpec, SvmEmbeddingsSpec)
 }
 
 
@@ -283,6 +308,9 @@ class Run:
         _require(isinstance(self.method, MethodSpec), "method", "must be chosen with method=NAME")
         reason = self.model.unsupported.get(self.method.name)
         _require(reason is None, "method", f"{self.method.name} does not apply to model={self.model.name}: {reason}")
+        baseline = isinstance(self.method, (SvmTfidfSpec, SvmEmbeddingsSpec))
+        _require(not (baseline and self.dataset.task == "summarization"), "method",
+                 f"{self.method.name} is a classifier; it does not apply to dataset.task=summarization")
         object.__setattr__(self, "overrides", tuple(self.overrides))
 
     def config_hash(self) -> str:

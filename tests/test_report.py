@@ -51,3 +51,39 @@ def test_missing_directory_or_no_results_exit_2(tmp_path, capsys):
             main(argv)
         assert exit_info.value.code == 2
     assert "no results.json under" in capsys.readouterr().err
+
+
+def test_plots_are_valid_png_images_per_data_set(sweep, capsys):
+    import matplotlib.image
+
+    write_result(
+        sweep / "2_bert_lora", model="bert", method="svm_tfidf", dataset="rt", status="completed", main_metric="accuracy",
+        metrics={"validation": {"accuracy": 0.7}, "test": {"accuracy": 0.72}}, params={"trainable": 9000, "total": 9000},
+        train_seconds=0.5, train_samples_per_second=9000.0, peak_memory_mb=300.0,
+    )
+    main([str(sweep)])
+    printed = capsys.readouterr().out
+    names = ("rt_quality_vs_params.png", "rt_quality_vs_time.png", "rt_model_x_method.png")
+    for name in names:
+        assert name in printed
+        path = sweep / name
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        height, width, _ = matplotlib.image.imread(path).shape
+        assert height > 100 and width > 100
+
+
+def test_hparams_of_a_run_reach_tensorboard(tiny_run):
+    from pathlib import Path
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from finetune.runner import execute
+
+    run = tiny_run("method=head_only", "train.epochs=1")
+    results = execute(run)
+    events = EventAccumulator(str(Path(run.output_dir) / "tensorboard" / "hparams")).Reload()
+    assert events.Scalars("hparam/test_accuracy")[0].value == pytest.approx(results["metrics"]["test"]["accuracy"])
+    assert events.Scalars("hparam/trainable_params")[0].value == results["params"]["trainable"]
+    plugin = events.PluginTagToContent("hparams")
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(plugin)
+    assert b"train.lr" in plugin["_hparams_/session_start_info"] and b"head_only" in plugin["_hparams_/session_start_info"]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from finetune.errors import UserError
@@ -54,6 +55,8 @@ def test_every_listed_method_trains_generates_and_scores_rouge(summary_run, fami
     samples = [json.loads(line) for line in (Path(run.output_dir) / "samples_test.jsonl").read_text().splitlines()]
     assert len(samples) == 8 and all(set(sample) == {"reference", "generated"} for sample in samples)
     assert all(sample["reference"].endswith(".") for sample in samples)
+    events = EventAccumulator(str(Path(run.output_dir) / "tensorboard")).Reload()
+    assert {f"samples_test/{index}/text_summary" for index in range(5)} <= set(events.Tags()["tensors"])
 
 
 def test_gradient_accumulation_sets_the_effective_batch(summary_run):

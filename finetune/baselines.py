@@ -1,0 +1,134 @@
+"""Classic baselines scored like every other run: TF-IDF + linear SVM, frozen embeddings + linear SVM.
+
+The SVM's decision values stand in for logits, so the task's own metrics (accuracy, Jaccard with
+its threshold) apply unchanged: a decision value above 0 is a sigmoid above 0.5.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.svm import LinearSVC
+from tqdm.auto import tqdm
+from transformers import AutoModel
+
+from finetune.batching import sorted_batches
+from finetune.data import LabelledSplits
+from finetune.errors import UserError
+from finetune.methods import count_parameters
+from finetune.models import load_tokenizer
+from finetune.schema import Run, SvmEmbeddingsSpec, SvmTfidfSpec
+from finetune.tasks import Task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BaselineOutcome:
+    """What a baseline run reports, in the fields a trained run uses."""
+
+    metrics: dict[str, dict[str, float]]
+    params: dict[str, int]  # trainable: SVM weights and biases; total: plus the frozen encoder's
+    train_seconds: float  # features of the training split plus the SVM fit
+    train_samples_per_second: float
+
+
+Features = Callable[[list[str]], np.ndarray]
+
+
+def run_baseline(run: Run, data: LabelledSplits, task: Task, source: str, device: torch.device,
+                 model_dir: Path) -> BaselineOutcome:
+    """Fit the baseline on train, score every evaluation split, save its weights to `model_dir`."""
+    started = time.perf_counter()
+    if isinstance(run.method, SvmTfidfSpec):
+        features, frozen = _tfidf(run.method, _texts(data, "train"), model_dir), 0
+    else:
+        features, frozen = _embeddings(run, source, device)
+    labels = _labels(data, "train")
+    svm = LinearSVC(C=run.method.C)
+    classifier = OneVsRestClassifier(svm) if labels.ndim == 2 else svm
+    classifier.fit(features(_texts(data, "train")), labels)
+    seconds = time.perf_counter() - started
+    weights = _save_svm(classifier, model_dir, data.label_names)
+
+    metrics = {}
+    for role in ("validation", "test"):
+        if role in data.splits:
+            scores = _decision_values(classifier, features(_texts(data, role)))
+            metrics[role] = task.metrics([scores], [_labels(data, role)])
+            if role == "validation":
+                task = task.calibrated(metrics[role])
+    rows = len(data.splits["train"])
+    return BaselineOutcome(metrics, {"trainable": weights, "total": weights + frozen}, seconds, rows / max(seconds, 1e-9))
+
+
+def _texts(data: LabelledSplits, role: str) -> list[str]:
+    return list(data.splits[role]["text"])
+
+
+def _labels(data: LabelledSplits, role: str) -> np.ndarray:
+    return np.array(list(data.splits[role]["labels"]))
+
+
+def _tfidf(spec: SvmTfidfSpec, train_texts: list[str], model_dir: Path) -> Features:
+    vectorizer = TfidfVectorizer(ngram_range=(1, spec.ngram_max), min_df=spec.min_df, sublinear_tf=True)
+    vectorizer.fit(train_texts)
+    log.info("TF-IDF: %d n-grams (1..%d, in at least %d texts)", len(vectorizer.vocabulary_), spec.ngram_max, spec.min_df)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    vocabulary = {term: int(index) for term, index in vectorizer.vocabulary_.items()}
+    (model_dir / "tfidf.json").write_text(json.dumps({"vocabulary": vocabulary, "idf": vectorizer.idf_.tolist()}))
+    return vectorizer.transform
+
+
+def _embeddings(run: Run, source: str, device: torch.device) -> tuple[Features, int]:
+    spec: SvmEmbeddingsSpec = run.method
+    tokenizer = load_tokenizer(source, run.model)
+    try:
+        encoder = AutoModel.from_pretrained(source, trust_remote_code=run.model.trust_remote_code).to(device).eval()
+    except OSError as error:
+        raise UserError(f"model: cannot load '{source}' ({str(error).splitlines()[0]}); offline? set model.path=DIR") from error
+    if encoder.config.is_encoder_decoder:
+        encoder = encoder.get_encoder()
+    batch_size = run.train.eval_batch_size or 2 * run.train.batch_size
+
+    def embed(texts: list[str]) -> np.ndarray:
+        encoded = tokenizer(texts, truncation=True, max_length=run.model.max_length)["input_ids"]
+        pooled: list[np.ndarray] = [np.empty(0)] * len(texts)
+        for rows in tqdm(sorted_batches([len(ids) for ids in encoded], batch_size), desc="embed", unit="batch", leave=False):
+            batch = tokenizer.pad({"input_ids": [encoded[row] for row in rows]}, return_tensors="pt").to(device)
+            with torch.no_grad():
+                states = encoder(**batch).last_hidden_state.float()
+            if spec.pooling == "first":
+                vectors = states[:, 0]
+            else:
+                mask = batch["attention_mask"].unsqueeze(-1).float()
+                vectors = (states * mask).sum(1) / mask.sum(1)
+            for row, vector in zip(rows, vectors.cpu().numpy()):
+                pooled[row] = vector
+        return np.stack(pooled)
+
+    return embed, count_parameters(encoder)["total"]
+
+
+def _decision_values(classifier, features) -> np.ndarray:
+    scores = classifier.decision_function(features)
+    return np.stack([-scores, scores], axis=1) if scores.ndim == 1 else scores  # binary: one column per class
+
+
+def _save_svm(classifier, model_dir: Path, label_names: tuple[str, ...]) -> int:
+    """Weights and biases as arrays (no pickle); returns their number."""
+    estimators = getattr(classifier, "estimators_", [classifier])
+    coef = np.concatenate([estimator.coef_ for estimator in estimators])
+    intercept = np.concatenate([estimator.intercept_ for estimator in estimators])
+    model_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(model_dir / "svm.npz", coef=coef, intercept=intercept, label_names=np.array(label_names))
+    return coef.size + intercept.size

@@ -1,0 +1,71 @@
+"""Sweeps that resume: completed runs are skipped, missing ones re-run, a failing job stops nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from finetune.report import collect
+
+from test_cli import finetune, tiny_args
+
+
+def statuses(sweep: Path) -> dict[str, str]:
+    return {path.parent.name: json.loads(path.read_text())["status"] for path in sweep.glob("*/results.json")}
+
+
+@pytest.mark.slow
+def test_the_same_sweep_again_skips_completed_runs_and_reruns_missing_ones(tiny_bert, sentiment_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    command = ["-m", *tiny_args(tiny_bert, sentiment_dir), "method=full,lora", "train.seed=1,2",
+               "dataset.max_train_samples=32", "dataset.max_eval_samples=16", f"hydra.sweep.dir={sweep}"]
+
+    first = finetune(*command, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert list(statuses(sweep).values()) == ["completed"] * 4
+    assert "4 runs: 4 completed" in first.stdout
+    finished = {name: json.loads((sweep / name / "results.json").read_text())["finished_at"] for name in statuses(sweep)}
+
+    again = finetune(*command, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "4 runs: 4 skipped (skipped: completed before with the same config)" in again.stdout
+    unchanged = {name: json.loads((sweep / name / "results.json").read_text())["finished_at"] for name in finished}
+    assert unchanged == finished  # nothing ran again
+
+    rerun = sorted(finished)[1]
+    (sweep / rerun / "results.json").unlink()
+    third = finetune(*command, cwd=tmp_path)
+    assert "4 runs: 1 completed, 3 skipped" in third.stdout
+    after = {name: json.loads((sweep / name / "results.json").read_text())["finished_at"] for name in finished}
+    assert [name for name in finished if after[name] != finished[name]] == [rerun]
+
+
+@pytest.mark.slow
+def test_a_failing_job_is_recorded_and_the_parallel_sweep_goes_on(tiny_bert, sentiment_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = finetune(
+        "-m", *tiny_args(tiny_bert, sentiment_dir), "method=full", "train.lr=1e-3,1e30", "train.log_every_steps=1",
+        "dataset.max_train_samples=32", "dataset.max_eval_samples=16", "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "2 runs: 1 completed, 1 failed" in result.stdout
+    assert "NaN or infinite" in result.stdout  # the failed job's error, in the sweep summary
+    records = {json.loads(p.read_text())["config"]["train"]["lr"]: json.loads(p.read_text()) for p in sweep.glob("*/results.json")}
+    assert records[1e-3]["status"] == "completed" and records[1e-3]["metrics"]["test"]["accuracy"] >= 0
+    assert records[1e30]["status"] == "failed" and "NaN or infinite" in records[1e30]["error"]
+    rows = {row["status"] for row in collect([sweep])}
+    assert rows == {"completed", "failed"}
+
+
+def test_a_refused_combination_fails_its_job_only(tiny_bert, sentiment_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = finetune(
+        "-m", *tiny_args(tiny_bert, sentiment_dir), "method=none", "dataset.max_eval_samples=16",
+        "train.epochs=1,0", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert "finetune: job 1 failed: train.epochs: must be > 0, got 0" in result.stderr
+    assert sorted(statuses(sweep).values()) == ["completed", "failed"]
