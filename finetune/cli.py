@@ -39,8 +39,6 @@ def run_job(config: DictConfig) -> float:
         return _job(config)
     try:
         return _job(config)
-    except Interrupted:
-        raise
     except Exception as error:  # one failed job must not stop the sweep; its results.json says why
         record_failure(Path(hydra_config.runtime.output_dir), list(hydra_config.overrides.task), error)
         log.error("Job %s failed", hydra_config.job.num, exc_info=not isinstance(error, USER_ERRORS))

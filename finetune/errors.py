@@ -18,8 +18,12 @@ class RunError(Exception):
     """A run that cannot finish (non-finite loss, out of memory): one line, the reason and a way out."""
 
 
-class Interrupted(Exception):
-    """SIGTERM arrived; a checkpoint was saved and the same command resumes."""
+class Interrupted(BaseException):
+    """SIGTERM arrived; a checkpoint was saved and the same command resumes.
+
+    A BaseException, like KeyboardInterrupt, so that Hydra's job runner does not catch it and a
+    preempted sweep stops instead of starting its next job.
+    """
 
 
 USER_ERRORS = (UserError, MissingConfigException, ConfigCompositionException, OverrideParseException, OmegaConfBaseException)

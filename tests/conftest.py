@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 
 from finetune.cli import CONF_DIR
 from finetune.schema import Run, build_run
+from finetune.tiny import save_tiny_model
 
 FIXTURES = Path(__file__).parent / "fixtures"
 POSITIVE = "good great wonderful superb moving delightful charming brilliant fun touching".split()
@@ -35,33 +35,23 @@ def sentiment_rows(count: int, seed: int) -> list[dict]:
     return rows
 
 
+def write_splits(directory: Path, make_rows: Callable[[int, int], list[dict]], counts: tuple[int, int, int]) -> Path:
+    """train/validation/test jsonl files of `make_rows(count, seed)`, seeds 0, 1, 2."""
+    for seed, (split, count) in enumerate(zip(("train", "validation", "test"), counts)):
+        write_jsonl(directory / f"{split}.jsonl", make_rows(count, seed))
+    return directory
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
 
 
-def _tiny_models():
-    """family -> (tokenizer folders, random model): 2 layers, width 32, the family's real vocabulary."""
-    import transformers as t
-
-    small = dict(num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
-    return {
-        "bert": (["bert"], lambda: t.BertModel(t.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, **small))),
-        "distilbert": (["bert", "distilbert"], lambda: t.DistilBertModel(t.DistilBertConfig(
-            vocab_size=30522, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=128))),
-        "roberta": (["roberta"], lambda: t.RobertaModel(t.RobertaConfig(
-            vocab_size=50265, hidden_size=32, num_hidden_layers=2, type_vocab_size=1, pad_token_id=1, bos_token_id=0,
-            eos_token_id=2, **{**small, "max_position_embeddings": 130}))),
-        "albert": (["albert"], lambda: t.AlbertModel(t.AlbertConfig(
-            vocab_size=30000, embedding_size=16, hidden_size=32, num_hidden_layers=2, **small))),
-        "flan_t5": (["t5"], lambda: t.T5ForConditionalGeneration(t.T5Config(
-            vocab_size=32128, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2,
-            feed_forward_proj="gated-gelu", decoder_start_token_id=0, pad_token_id=0, eos_token_id=1))),
-        "gpt_neo": (["roberta", "gpt_neo"], lambda: t.GPTNeoForCausalLM(t.GPTNeoConfig(
-            vocab_size=50257, hidden_size=32, num_layers=2, num_heads=2, attention_types=[[["global", "local"], 1]],
-            window_size=16, max_position_embeddings=128, bos_token_id=50256, eos_token_id=50256))),
-    }
+TOKENIZER_FOLDERS = {  # family -> fixture tokenizer folders; later ones override earlier files
+    "bert": ["bert"], "distilbert": ["bert", "distilbert"], "roberta": ["roberta"], "albert": ["albert"],
+    "flan_t5": ["t5"], "gpt_neo": ["roberta", "gpt_neo"],
+}
 
 
 FAMILIES = ("bert", "distilbert", "roberta", "albert", "flan_t5", "gpt_neo")
@@ -69,19 +59,14 @@ FAMILIES = ("bert", "distilbert", "roberta", "albert", "flan_t5", "gpt_neo")
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Callable[[str], Path]:
-    """tiny_model(family) -> a directory with a random-weight model and the family's real tokenizer files.
-
-    Later tokenizer folders override earlier ones (gpt_neo takes roberta's byte-identical merges.txt).
-    """
+    """tiny_model(family) -> a directory with a random-weight model and the family's real tokenizer files
+    (gpt_neo takes roberta's byte-identical merges.txt)."""
     built: dict[str, Path] = {}
 
     def build(family: str) -> Path:
         if family not in built:
-            folders, make_model = _tiny_models()[family]
-            directory = tmp_path_factory.mktemp(f"tiny-{family}")
-            torch.manual_seed(0)  # the same weights whichever test builds the model first
-            make_model().save_pretrained(directory)
-            for folder in folders:
+            directory = save_tiny_model(family, tmp_path_factory.mktemp(f"tiny-{family}"))
+            for folder in TOKENIZER_FOLDERS[family]:
                 for source in (FIXTURES / "tokenizers" / folder).iterdir():
                     if source.suffix == ".gz":
                         with gzip.open(source) as packed:
@@ -103,10 +88,7 @@ def tiny_bert(tiny_model) -> Path:
 @pytest.fixture(scope="session")
 def sentiment_dir(tmp_path_factory) -> Path:
     """train/validation/test jsonl with 160/48/48 separable rows."""
-    directory = tmp_path_factory.mktemp("sentiment")
-    for split, count, seed in (("train", 160, 0), ("validation", 48, 1), ("test", 48, 2)):
-        write_jsonl(directory / f"{split}.jsonl", sentiment_rows(count, seed))
-    return directory
+    return write_splits(tmp_path_factory.mktemp("sentiment"), sentiment_rows, (160, 48, 48))
 
 
 @pytest.fixture
@@ -158,10 +140,7 @@ def emotion_rows(count: int, seed: int) -> list[dict]:
 @pytest.fixture(scope="session")
 def emotion_dir(tmp_path_factory) -> Path:
     """train/validation/test jsonl (160/48/48) of multilabel rows with a `labels` list column."""
-    directory = tmp_path_factory.mktemp("emotions")
-    for split, count, seed in (("train", 160, 0), ("validation", 48, 1), ("test", 48, 2)):
-        write_jsonl(directory / f"{split}.jsonl", emotion_rows(count, seed))
-    return directory
+    return write_splits(tmp_path_factory.mktemp("emotions"), emotion_rows, (160, 48, 48))
 
 
 def article_rows(count: int, seed: int) -> list[dict]:
@@ -179,7 +158,4 @@ def article_rows(count: int, seed: int) -> list[dict]:
 @pytest.fixture(scope="session")
 def article_dir(tmp_path_factory) -> Path:
     """train/validation/test jsonl (48/8/8) with article and highlights columns."""
-    directory = tmp_path_factory.mktemp("articles")
-    for split, count, seed in (("train", 48, 0), ("validation", 8, 1), ("test", 8, 2)):
-        write_jsonl(directory / f"{split}.jsonl", article_rows(count, seed))
-    return directory
+    return write_splits(tmp_path_factory.mktemp("articles"), article_rows, (48, 8, 8))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +72,41 @@ def test_a_refused_combination_fails_its_job_only(tiny_bert, sentiment_dir, tmp_
     assert result.returncode == 1
     assert "finetune: job 1 failed: train.epochs: must be > 0, got 0" in result.stderr
     assert sorted(statuses(sweep).values()) == ["completed", "failed"]
+
+
+EXPERIMENTS = sorted(path.stem for path in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_and_its_smoke_variant_compose_into_valid_runs(compose_run, experiment, monkeypatch):
+    from hydra import compose, initialize_config_dir
+
+    from finetune.cli import CONF_DIR
+
+    monkeypatch.setenv("FINETUNE_TINY_MODELS", "/tiny")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        sweep = compose(config_name="config", overrides=[f"+experiment={experiment}"], return_hydra_config=True)
+    choices = {key: str(value).split(",") for key, value in sweep.hydra.sweeper.params.items()}
+    assert sweep.hydra.sweep.dir == f"outputs/experiments/{experiment}"  # fixed, so a rerun resumes
+    for model in choices.get("model", [None]):
+        for method in choices["method"]:
+            picked = [f"{group}={value}" for group, value in (("model", model), ("method", method)) if value]
+            for dataset in choices.get("dataset", [None]):
+                extra = [f"dataset={dataset}"] if dataset else []
+                run = compose_run(f"+experiment={experiment}", *picked, *extra, "+smoke=tiny", "dataset.path=/data")
+                assert run.model.path == f"/tiny/{run.model.name}" and run.train.max_steps == 2
+
+
+@pytest.mark.slow
+def test_a_smoke_experiment_runs_on_tiny_models(tiny_model, tmp_path):
+    models = tmp_path / "tiny"
+    models.mkdir()
+    (models / "distilbert").symlink_to(tiny_model("distilbert"))
+    result = subprocess.run(
+        [sys.executable, "-m", "finetune", "-m", "+experiment=features_vs_finetuning", "+smoke=tiny",
+         f"hydra.sweep.dir={tmp_path / 'sweep'}"], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "FINETUNE_TINY_MODELS": str(models)},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "2 runs: 2 completed" in result.stdout
+    assert {row["method"] for row in collect([tmp_path / "sweep"])} == {"svm_embeddings", "full"}

@@ -65,3 +65,8 @@ class Task(Protocol):
     def calibrated(self, validation: dict[str, float]) -> Task:
         """The task as the test split should see it, given the validation metrics (tuned threshold)."""
         ...
+
+
+def label_config(label_names: tuple[str, ...]) -> dict[str, Any]:
+    """The label names as a model config carries them (and pipelines read them)."""
+    return {"id2label": dict(enumerate(label_names)), "label2id": {name: index for index, name in enumerate(label_names)}}

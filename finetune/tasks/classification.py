@@ -11,7 +11,7 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from finetune.metrics import best_threshold, classification_metrics, multilabel_metrics
-from finetune.tasks.base import BatchOutput, ModelParts
+from finetune.tasks.base import BatchOutput, ModelParts, label_config
 
 
 @dataclass(frozen=True)
@@ -26,11 +26,7 @@ class HeadClassification:
     main_metric: str = "accuracy"
 
     def model_kwargs(self) -> dict[str, Any]:
-        return {
-            "num_labels": len(self.label_names),
-            "id2label": dict(enumerate(self.label_names)),
-            "label2id": {name: index for index, name in enumerate(self.label_names)},
-        }
+        return {"num_labels": len(self.label_names), **label_config(self.label_names)}
 
     def encode(self, texts: list[str], targets: list[Any], max_length: int) -> dict[str, list]:
         encoding = self.tokenizer(texts, truncation=True, max_length=max_length)

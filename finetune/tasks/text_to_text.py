@@ -17,7 +17,7 @@ from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, PreTrain
 from finetune.errors import UserError
 from finetune.metrics import classification_metrics, multilabel_metrics
 from finetune.schema import GenerationSpec
-from finetune.tasks.base import BatchOutput, ModelParts
+from finetune.tasks.base import BatchOutput, ModelParts, label_config
 from finetune.tasks.generation import IGNORE, decode, generate
 
 NO_LABEL = "none"  # the target of a multilabel row without labels
@@ -33,8 +33,7 @@ class _TextToText:
 
     def model_kwargs(self) -> dict[str, Any]:
         # not used by the language-model head; saved with the model so that the label names travel
-        return {"id2label": dict(enumerate(self.label_names)),
-                "label2id": {name: index for index, name in enumerate(self.label_names)}}
+        return label_config(self.label_names)
 
     def _encode_targets(self, texts: list[str], targets: list[str], max_length: int) -> dict[str, list]:
         encoding = self.tokenizer(texts, truncation=True, max_length=max_length)

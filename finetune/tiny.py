@@ -1,0 +1,40 @@
+"""Tiny random-weight models of each family (2 layers, width 32) for smoke runs and tests: the
+family's real tokenizer with a model small enough to train a few steps in a second."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+import transformers as t
+from torch import nn
+
+_SMALL = dict(num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+
+# family -> a random model whose sizes fit the family's real vocabulary and special tokens
+TINY_MODELS: dict[str, Callable[[], nn.Module]] = {
+    "bert": lambda: t.BertModel(t.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, **_SMALL)),
+    "distilbert": lambda: t.DistilBertModel(t.DistilBertConfig(
+        vocab_size=30522, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=128)),
+    "roberta": lambda: t.RobertaModel(t.RobertaConfig(
+        vocab_size=50265, hidden_size=32, num_hidden_layers=2, type_vocab_size=1, pad_token_id=1, bos_token_id=0,
+        eos_token_id=2, **{**_SMALL, "max_position_embeddings": 130})),
+    "albert": lambda: t.AlbertModel(t.AlbertConfig(
+        vocab_size=30000, embedding_size=16, hidden_size=32, num_hidden_layers=2, **_SMALL)),
+    "flan_t5": lambda: t.T5ForConditionalGeneration(t.T5Config(
+        vocab_size=32128, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2,
+        feed_forward_proj="gated-gelu", decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)),
+    "gpt_neo": lambda: t.GPTNeoForCausalLM(t.GPTNeoConfig(
+        vocab_size=50257, hidden_size=32, num_layers=2, num_heads=2, attention_types=[[["global", "local"], 1]],
+        window_size=16, max_position_embeddings=128, bos_token_id=50256, eos_token_id=50256)),
+}
+TINY_MODELS["minilm"] = TINY_MODELS["bert"]  # MiniLM is a BERT with the same vocabulary
+TINY_MODELS["flan_t5_small"] = TINY_MODELS["flan_t5"]
+
+
+def save_tiny_model(family: str, directory: Path, seed: int = 0) -> Path:
+    """Write the family's tiny random model (weights only) to `directory`; add the tokenizer files yourself."""
+    torch.manual_seed(seed)  # the same weights whoever builds them first
+    TINY_MODELS[family]().save_pretrained(directory)
+    return directory
