@@ -7,7 +7,7 @@ from pathlib import Path
 
 from peft import PeftModel
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
+from transformers import AutoConfig, PretrainedConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
 
 from finetune.errors import UserError
 
@@ -20,6 +20,20 @@ AUTO_CLASSES = {
 
 def load_trained(model_dir: Path) -> nn.Module:
     """The trained model in eval mode, with the label names in its config."""
+    auto_class, config = _model_class(model_dir)
+    if not (model_dir / "adapter_config.json").is_file():
+        return auto_class.from_pretrained(model_dir).eval()
+    return PeftModel.from_pretrained(load_base_model(model_dir), model_dir).eval()
+
+
+def load_base_model(model_dir: Path) -> nn.Module:
+    """The base model an adapter in `model_dir` was trained on, with the run's config (label names)."""
+    auto_class, config = _model_class(model_dir)
+    base_name = json.loads((model_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    return auto_class.from_pretrained(base_name, config=config)
+
+
+def _model_class(model_dir: Path) -> tuple[type, PretrainedConfig]:
     if not (model_dir / "config.json").is_file():
         raise UserError(f"{model_dir}: no config.json; is this the model/ folder of a completed run?")
     config = AutoConfig.from_pretrained(model_dir)
@@ -27,9 +41,4 @@ def load_trained(model_dir: Path) -> nn.Module:
     auto_class = next((auto for suffix, auto in AUTO_CLASSES.items() if architecture.endswith(suffix)), None)
     if auto_class is None:
         raise UserError(f"{model_dir}/config.json: architecture '{architecture}' is not one finetune trains")
-    adapter_config = model_dir / "adapter_config.json"
-    if not adapter_config.is_file():
-        return auto_class.from_pretrained(model_dir).eval()
-    base_name = json.loads(adapter_config.read_text())["base_model_name_or_path"]
-    base = auto_class.from_pretrained(base_name, config=config)
-    return PeftModel.from_pretrained(base, model_dir).eval()
+    return auto_class, config

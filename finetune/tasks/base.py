@@ -62,6 +62,10 @@ class Task(Protocol):
         """Readable predictions next to references (generated text); empty where not useful."""
         ...
 
+    def readable(self, predictions: np.ndarray) -> list[dict[str, Any]]:
+        """One evaluation batch's predictions as users read them: label and probabilities, or text."""
+        ...
+
     def calibrated(self, validation: dict[str, float]) -> Task:
         """The task as the test split should see it, given the validation metrics (tuned threshold)."""
         ...
@@ -70,3 +74,11 @@ class Task(Protocol):
 def label_config(label_names: tuple[str, ...]) -> dict[str, Any]:
     """The label names as a model config carries them (and pipelines read them)."""
     return {"id2label": dict(enumerate(label_names)), "label2id": {name: index for index, name in enumerate(label_names)}}
+
+
+def single_label_outputs(logits: np.ndarray, label_names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The arg-max label and the softmax probability of every label, per row."""
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    probabilities = shifted / shifted.sum(axis=-1, keepdims=True)
+    return [{"label": label_names[int(row.argmax())], "probabilities": dict(zip(label_names, row.round(6).tolist()))}
+            for row in probabilities]

@@ -11,7 +11,7 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from finetune.metrics import best_threshold, classification_metrics, multilabel_metrics
-from finetune.tasks.base import BatchOutput, ModelParts, label_config
+from finetune.tasks.base import BatchOutput, ModelParts, label_config, single_label_outputs
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,9 @@ class HeadClassification:
     def samples(self, predictions: list[np.ndarray], references: list[np.ndarray]) -> list[dict[str, Any]]:
         return []
 
+    def readable(self, predictions: np.ndarray) -> list[dict[str, Any]]:
+        return single_label_outputs(predictions, self.label_names)
+
     def calibrated(self, validation: dict[str, float]) -> HeadClassification:
         return self
 
@@ -73,6 +76,11 @@ class HeadMultiLabel(HeadClassification):
         labels = np.concatenate(references)
         threshold = best_threshold(probabilities, labels) if self.tune_threshold else self.threshold
         return {**multilabel_metrics(probabilities > threshold, labels, self.label_names), "threshold": threshold}
+
+    def readable(self, predictions: np.ndarray) -> list[dict[str, Any]]:
+        probabilities = 1 / (1 + np.exp(-predictions))
+        return [{"labels": [name for name, p in zip(self.label_names, row) if p > self.threshold],
+                 "probabilities": dict(zip(self.label_names, row.round(6).tolist()))} for row in probabilities]
 
     def calibrated(self, validation: dict[str, float]) -> HeadMultiLabel:
         return replace(self, threshold=validation["threshold"], tune_threshold=False)

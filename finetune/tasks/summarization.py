@@ -35,6 +35,9 @@ class _Summarization:
         pairs = zip(decode(self.tokenizer, references), decode(self.tokenizer, predictions))
         return [{"reference": reference, "generated": generated} for reference, generated in pairs]
 
+    def readable(self, predictions: np.ndarray) -> list[dict[str, Any]]:
+        return [{"summary": text} for text in decode(self.tokenizer, [predictions])]
+
     def calibrated(self, validation: dict[str, float]) -> _Summarization:
         return self
 

@@ -17,7 +17,7 @@ from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, PreTrain
 from finetune.errors import UserError
 from finetune.metrics import classification_metrics, multilabel_metrics
 from finetune.schema import GenerationSpec
-from finetune.tasks.base import BatchOutput, ModelParts, label_config
+from finetune.tasks.base import BatchOutput, ModelParts, label_config, single_label_outputs
 from finetune.tasks.generation import IGNORE, decode, generate
 
 NO_LABEL = "none"  # the target of a multilabel row without labels
@@ -80,6 +80,9 @@ class TextToTextClassification(_TextToText):
     def metrics(self, predictions: list[np.ndarray], references: list[np.ndarray]) -> dict[str, float]:
         return classification_metrics(np.concatenate(predictions), np.concatenate(references))
 
+    def readable(self, predictions: np.ndarray) -> list[dict[str, Any]]:
+        return single_label_outputs(predictions, self.label_names)
+
 
 @dataclass(frozen=True)
 class TextToTextMultiLabel(_TextToText):
@@ -105,6 +108,10 @@ class TextToTextMultiLabel(_TextToText):
         predicted = np.array([self._flags(text) for text in decode(self.tokenizer, predictions)])
         labels = np.array([self._flags(text) for text in decode(self.tokenizer, references)])
         return multilabel_metrics(predicted, labels, self.label_names)
+
+    def readable(self, predictions: np.ndarray) -> list[dict[str, Any]]:
+        return [{"labels": [n for n, flag in zip(self.label_names, self._flags(text)) if flag]}
+                for text in decode(self.tokenizer, [predictions])]
 
     def _flags(self, text: str) -> list[int]:
         said = {part.strip() for part in text.split(",")}

@@ -1,0 +1,127 @@
+"""`finetune-export RUN_DIR OUT_DIR [--merge]`: a self-contained Hugging Face model directory.
+
+Full-weight runs are copied; adapter runs keep the adapter with its base model named, or with
+--merge (LoRA, IA3) become plain models with the update folded into the base weights. The
+tokenizer, the label names (config) and a model card travel along, so
+`transformers.pipeline("text-classification", model=OUT_DIR)` loads a classifier (encoder-decoders:
+`AutoModelForSeq2SeqLM.from_pretrained(OUT_DIR)`; transformers 5 dropped their pipelines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from peft import PeftModel
+
+from finetune.errors import EXIT_BAD_INPUT, UserError
+from finetune.loading import load_base_model
+from finetune.schema import Run
+from finetune.trained import TrainedRun, load_run
+
+MERGEABLE = ("lora", "ia3")
+
+
+def export(trained: TrainedRun, out_dir: Path, merge: bool) -> Path:
+    """Write the model, tokenizer and model card to `out_dir`."""
+    model = trained.model
+    if merge:
+        if not isinstance(model, PeftModel) or trained.run.method.name not in MERGEABLE:
+            raise UserError(f"--merge: only {' and '.join(MERGEABLE)} adapters merge into the base weights; "
+                            f"this run is {trained.run.method.name}")
+        model = model.merge_and_unload()
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise UserError(f"OUT_DIR: '{out_dir}' exists and is not empty")
+    if trained.run.dataset.task == "summarization":
+        _generation_defaults(model.get_base_model() if isinstance(model, PeftModel) else model, trained.run)
+    if isinstance(model, PeftModel):
+        # the untouched base weights with the run's config, then the adapter beside them: transformers
+        # loads such a directory as a complete model with an embedded adapter
+        pristine = load_base_model(trained.directory / "model")
+        if trained.run.dataset.task == "summarization":
+            _generation_defaults(pristine, trained.run)
+        pristine.save_pretrained(out_dir)
+    model.save_pretrained(out_dir)
+    trained.tokenizer.save_pretrained(out_dir)
+    (out_dir / "README.md").write_text(model_card(trained, merged=merge))
+    return out_dir
+
+
+def _pipeline_task(run: Run) -> str:
+    """The Hub's pipeline tag; transformers 5 runs text-classification and text-generation as pipelines."""
+    if run.model.architecture == "seq2seq" and (run.dataset.task == "summarization"
+                                                or run.method.name in run.model.text_to_text_methods):
+        return "text2text-generation"
+    return "text-generation" if run.dataset.task == "summarization" else "text-classification"
+
+
+def _usage(task: str) -> str:
+    if task == "text2text-generation":  # transformers 5 has no pipeline for encoder-decoders
+        return ('from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n'
+                'tokenizer = AutoTokenizer.from_pretrained("PATH")\n'
+                'model = AutoModelForSeq2SeqLM.from_pretrained("PATH")  # generation settings in generation_config.json\n'
+                'ids = model.generate(**tokenizer([model.config.prefix + TEXT], return_tensors="pt"))\n'
+                'print(tokenizer.batch_decode(ids, skip_special_tokens=True))')
+    return f'from transformers import pipeline\npredict = pipeline("{task}", model="PATH")'
+
+
+def _generation_defaults(model, run: Run) -> None:
+    """Make `generate` (and so the pipelines) use the run's generation settings and input prefix."""
+    spec = run.generation
+    model.generation_config.update(max_new_tokens=spec.max_new_tokens, num_beams=spec.num_beams,
+                                   length_penalty=spec.length_penalty, no_repeat_ngram_size=spec.no_repeat_ngram_size)
+    model.config.prefix = run.dataset.source_prefix or None
+
+
+def model_card(trained: TrainedRun, merged: bool) -> str:
+    """What the model is, how it was trained and how well it did, with the resolved config."""
+    run, results = trained.run, trained.results
+    task = _pipeline_task(run)
+    form = "full weights" if not (trained.directory / "model" / "adapter_config.json").is_file() else (
+        "LoRA/IA3 update merged into the base weights" if merged else "a peft adapter on its base model")
+    metrics = "\n".join(f"| {split} | " + ", ".join(f"{k} {v:.4f}" for k, v in values.items() if not k.startswith("f1_"))
+                        + " |" for split, values in results["metrics"].items())
+    return f"""---
+pipeline_tag: {task}
+library_name: transformers
+---
+# {run.model.name} + {run.method.name} on {run.dataset.name}
+
+Fine-tuned with finetune from `{results.get('model_source')}`; this directory holds {form}.
+
+- task: {run.dataset.task}; labels: {', '.join(results['label_names']) or 'none (text generation)'}
+- data: {run.dataset.path or run.dataset.hub_id}
+- trainable parameters: {results['params']['trainable']:,} of {results['params']['total']:,}
+- training: {results['train_seconds']:.1f} s on {results['device']} ({results['precision']})
+
+| split | metrics |
+|---|---|
+{metrics}
+
+```python
+{_usage(task)}
+```
+
+## Config
+
+```json
+{json.dumps(results['config'], indent=2)}
+```
+"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point of finetune-export."""
+    parser = argparse.ArgumentParser(prog="finetune-export", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path, help="the directory of a completed run")
+    parser.add_argument("out_dir", type=Path, help="where the model directory goes (new or empty)")
+    parser.add_argument("--merge", action="store_true", help="fold a LoRA or IA3 adapter into the base weights")
+    args = parser.parse_args(argv)
+    try:
+        out = export(load_run(args.run_dir), args.out_dir, args.merge)
+    except UserError as error:
+        print(f"finetune-export: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    print(f"exported to {out}")

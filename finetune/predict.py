@@ -1,0 +1,86 @@
+"""`finetune-predict RUN_DIR "text" ... | --file FILE [--output OUT.jsonl]`: apply a trained run.
+
+Classification gives the label and every label's probability, multilabel the labels above the
+run's threshold, summarization the generated summary. Texts are batched by length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from finetune.batching import sorted_batches
+from finetune.errors import EXIT_BAD_INPUT, UserError
+from finetune.trained import TrainedRun, load_run
+
+
+def predict(trained: TrainedRun, texts: list[str], batch_size: int = 32, progress: bool = False) -> list[dict[str, Any]]:
+    """One output dict a text, in the order of `texts`."""
+    run, task = trained.run, trained.task
+    placeholder = {"classification": 0, "multilabel": [0.0] * len(trained.results["label_names"]), "summarization": ""}
+    encoded = task.encode([run.dataset.source_prefix + text for text in texts], [placeholder[run.dataset.task]] * len(texts),
+                          run.dataset.max_source_length or run.model.max_length)
+    features = [{key: values[i] for key, values in encoded.items() if key != "truncated"} for i in range(len(texts))]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = trained.model.to(device).eval()
+    outputs: list[dict[str, Any]] = [{} for _ in texts]
+    batches = sorted_batches([len(feature["input_ids"]) for feature in features], batch_size)
+    with torch.no_grad():
+        for rows in tqdm(batches, desc="predict", unit="batch", disable=not progress):
+            batch = {key: value.to(device) for key, value in task.collate_eval([features[row] for row in rows]).items()}
+            predictions = task.evaluate_batch(model, batch).predictions.cpu().numpy()
+            for row, readable in zip(rows, task.readable(predictions)):
+                outputs[row] = {"text": texts[row], **readable}
+    return outputs
+
+
+def read_texts(path: Path, text_column: str) -> list[str]:
+    """Texts from a .txt (one a line), .jsonl or .csv file (the run's text column, else `text`)."""
+    if not path.is_file():
+        raise UserError(f"--file: '{path}' is not a file")
+    if path.suffix == ".txt":
+        return [line for line in path.read_text().splitlines() if line.strip()]
+    if path.suffix == ".jsonl":
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    elif path.suffix == ".csv":
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    else:
+        raise UserError(f"--file: '{path}' must be .txt, .jsonl or .csv")
+    column = next((name for name in (text_column, "text") if rows and name in rows[0]), None)
+    if column is None:
+        raise UserError(f"--file: '{path}' has no '{text_column}' or 'text' column")
+    return [str(row[column]) for row in rows]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point of finetune-predict."""
+    parser = argparse.ArgumentParser(prog="finetune-predict", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path, help="the directory of a completed run")
+    parser.add_argument("texts", nargs="*", help="texts to predict")
+    parser.add_argument("--file", type=Path, help="more texts: .txt (one a line), .jsonl or .csv")
+    parser.add_argument("--output", type=Path, help="write jsonl here instead of printing it")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args(argv)
+    try:
+        trained = load_run(args.run_dir)
+        texts = list(args.texts) + (read_texts(args.file, trained.run.dataset.text_column) if args.file else [])
+        if not texts:
+            raise UserError("no texts: give them as arguments or with --file")
+        outputs = predict(trained, texts, args.batch_size, progress=args.file is not None)
+    except UserError as error:
+        print(f"finetune-predict: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    lines = "".join(json.dumps(output, ensure_ascii=False) + "\n" for output in outputs)
+    if args.output:
+        args.output.write_text(lines)
+        print(f"{len(outputs)} predictions written to {args.output}")
+    else:
+        sys.stdout.write(lines)

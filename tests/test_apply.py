@@ -1,0 +1,160 @@
+"""Using trained runs: finetune-predict, finetune-export with and without --merge, and
+transformers.pipeline on the export giving the same predictions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from transformers import pipeline
+
+from finetune.export import export
+from finetune.export import main as export_main
+from finetune.predict import main as predict_main
+from finetune.predict import predict
+from finetune.runner import execute
+from finetune.trained import load_run
+
+from conftest import EMOTION_WORDS
+
+TEXTS = ["a wonderful and moving film", "dull boring plot", "the acting was superb", "bland"]
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, tiny_model, sentiment_dir):
+    from hydra import compose, initialize_config_dir
+
+    from finetune.cli import CONF_DIR
+    from finetune.schema import build_run
+
+    def make(*overrides: str) -> Path:
+        output_dir = tmp_path_factory.mktemp("run")
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            config = compose(config_name="config", overrides=[
+                "hardware=cpu", "train.batch_size=16", "model.max_length=32", *overrides,
+                f"output_dir={output_dir}", "overrides=[]"])
+        execute(build_run(config))
+        return output_dir
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def sentiment_lora(lora_run, tiny_model, sentiment_dir) -> Path:
+    return lora_run("model=bert", f"model.path={tiny_model('bert')}", "method=lora", "dataset=local",
+                    f"dataset.path={sentiment_dir}", "dataset.label_names=[negative,positive]", "train.epochs=2")
+
+
+def test_predict_gives_labels_and_probabilities_in_input_order(sentiment_lora, capsys, tmp_path):
+    outputs = predict(load_run(sentiment_lora), TEXTS, batch_size=3)
+    assert [output["text"] for output in outputs] == TEXTS
+    for output in outputs:
+        probabilities = output["probabilities"]
+        assert set(probabilities) == {"negative", "positive"} and sum(probabilities.values()) == pytest.approx(1, abs=1e-5)
+        assert output["label"] == max(probabilities, key=probabilities.get)
+
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": text}) + "\n" for text in TEXTS[2:]))
+    predict_main([str(sentiment_lora), *TEXTS[:2], "--file", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "out.jsonl")])
+    written = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert written == json.loads(json.dumps(outputs))
+
+
+@pytest.mark.parametrize("merge", [False, True])
+def test_exported_model_in_a_pipeline_predicts_what_finetune_predict_does(sentiment_lora, tmp_path, merge):
+    trained = load_run(sentiment_lora)
+    expected = predict(trained, TEXTS)
+    out = export(trained, tmp_path / "export", merge=merge)
+
+    assert (out / "adapter_config.json").exists() != merge
+    assert "bert + lora on local" in (out / "README.md").read_text()
+    classify = pipeline("text-classification", model=str(out), top_k=None, device="cpu")
+    for text, mine in zip(TEXTS, expected):
+        theirs = {item["label"]: item["score"] for item in classify([text])[0]}
+        assert theirs == pytest.approx(mine["probabilities"], abs=1e-5)
+
+
+def test_multilabel_predictions_use_the_runs_threshold_and_export_to_a_sigmoid_pipeline(lora_run, tiny_model, emotion_dir,
+                                                                                       tmp_path):
+    run_dir = lora_run("model=bert", f"model.path={tiny_model('bert')}", "method=full", "dataset=local",
+                       f"dataset.path={emotion_dir}", "dataset.task=multilabel", "dataset.label_column=labels",
+                       f"dataset.label_names=[{','.join(EMOTION_WORDS)}]", "dataset.tune_threshold=true",
+                       "train.lr=3e-3", "train.epochs=2")
+    trained = load_run(run_dir)
+    threshold = trained.results["metrics"]["validation"]["threshold"]
+    outputs = predict(trained, ["happy and scared", "furious"])
+    for output in outputs:
+        assert output["labels"] == [name for name, p in output["probabilities"].items() if p > threshold]
+    classify = pipeline("text-classification", model=str(export(trained, tmp_path / "export", merge=False)), top_k=None)
+    theirs = {item["label"]: item["score"] for item in classify(["furious"])[0]}
+    assert theirs == pytest.approx(outputs[1]["probabilities"], abs=1e-5)
+
+
+@pytest.mark.parametrize("merge", [False, True])
+def test_exported_seq2seq_generates_the_summaries_finetune_predict_gives(lora_run, tiny_model, article_dir, tmp_path,
+                                                                        merge):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    run_dir = lora_run("model=flan_t5", f"model.path={tiny_model('flan_t5')}", "method=lora", "dataset=cnn_dailymail",
+                       f"dataset.path={article_dir}", "dataset.max_source_length=32", "generation.max_new_tokens=8",
+                       "train.max_steps=2", "train.batch_size=8")
+    trained = load_run(run_dir)
+    articles = ["good great film. the plot is fun and the acting superb.", "bad awful boring. a weak story."]
+    summaries = [output["summary"] for output in predict(trained, articles)]
+    out = export(trained, tmp_path / "export", merge=merge)
+    # plain transformers, as the model card says: prefix and generation settings travel with the model
+    tokenizer, model = AutoTokenizer.from_pretrained(out), AutoModelForSeq2SeqLM.from_pretrained(out)
+    assert model.config.prefix == "summarize: " and model.generation_config.max_new_tokens == 8
+    for article, summary in zip(articles, summaries):
+        ids = model.generate(**tokenizer([model.config.prefix + article], truncation=True, max_length=32, return_tensors="pt"))
+        assert tokenizer.decode(ids[0], skip_special_tokens=True).strip() == summary
+
+
+def test_causal_summaries_come_from_predict(lora_run, tiny_model, article_dir):
+    run_dir = lora_run("model=gpt_neo", f"model.path={tiny_model('gpt_neo')}", "method=prompt_tuning",
+                       "dataset=cnn_dailymail", f"dataset.path={article_dir}", "dataset.max_source_length=32",
+                       "generation.max_new_tokens=6", "train.max_steps=1", "train.batch_size=8")
+    outputs = predict(load_run(run_dir), ["a short article.", "a somewhat longer article about a film."])
+    assert all(isinstance(output["summary"], str) for output in outputs)
+
+
+def test_missing_incomplete_and_unmergeable_runs_are_one_line_errors(tmp_path, capsys, sentiment_lora):
+    with pytest.raises(SystemExit) as missing:
+        predict_main([str(tmp_path / "nope"), "text"])
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "results.json").write_text(json.dumps({"status": "running"}))
+    with pytest.raises(SystemExit) as running:
+        export_main([str(tmp_path / "half"), str(tmp_path / "out")])
+    errors = capsys.readouterr().err
+    assert missing.value.code == running.value.code == 2
+    assert "no results.json; is this the directory of a finetune run?" in errors
+    assert "the run is 'running', not completed; run the same command again to finish it" in errors
+    (tmp_path / "full").mkdir()
+    with pytest.raises(SystemExit):
+        export_main([str(sentiment_lora), str(tmp_path / "lora-out")])
+        export_main([str(sentiment_lora), str(tmp_path / "lora-out")])  # OUT_DIR not empty the second time
+    assert "exists and is not empty" in capsys.readouterr().err
+
+
+def test_eval_scores_the_trained_model_on_other_data_and_writes_it_next_to_the_run(sentiment_lora, sentiment_dir,
+                                                                                     tmp_path, capsys):
+    from conftest import sentiment_rows, write_splits
+
+    from finetune.evaluate_run import main as eval_main
+
+    data = {"dataset=local", f"dataset.path={sentiment_dir}", "dataset.label_names=[negative,positive]"}
+    eval_main([str(sentiment_lora), *sorted(data)])
+    same = json.loads((sentiment_lora / "eval" / "local.json").read_text())
+    results = json.loads((sentiment_lora / "results.json").read_text())
+    assert same["metrics"]["test"]["accuracy"] == results["metrics"]["test"]["accuracy"]
+    assert same["metrics"]["test"]["loss"] == pytest.approx(results["metrics"]["test"]["loss"], abs=1e-5)
+
+    other = write_splits(tmp_path / "other", lambda count, seed: sentiment_rows(count, seed + 10), (20, 20, 30))
+    eval_main([str(sentiment_lora), "dataset=local", f"dataset.path={other}", "dataset.label_names=[negative,positive]"])
+    assert "test        accuracy" in capsys.readouterr().out
+    assert json.loads((sentiment_lora / "eval" / "local.json").read_text())["overrides"][1] == f"dataset.path={other}"
+
+    with pytest.raises(SystemExit) as refused:
+        eval_main([str(sentiment_lora), "dataset=local", f"dataset.path={other}", "dataset.label_names=[a,b]"])
+    assert refused.value.code == 2
+    assert "the run was trained for classification with labels ['negative', 'positive']" in capsys.readouterr().err
