@@ -20,7 +20,8 @@ def test_every_option_composes_into_a_valid_run(compose_run, group, option, tmp_
     extra = ["dataset.path=/some/dir"] if (group, option) == ("dataset", "local") else []
     run = compose_run(f"{group}={option}", *extra)
     assert isinstance(run, Run)
-    assert getattr(run, group).name == option
+    variants = {"lora_alpha32": "lora"}  # method files that extend another method keep its name
+    assert getattr(run, group).name == variants.get(option, option)
 
 
 def test_default_run_is_minilm_full_on_bundled_rotten_tomatoes(compose_run):
