@@ -110,15 +110,20 @@ def test_exported_seq2seq_generates_the_summaries_finetune_predict_gives(lora_ru
         assert tokenizer.decode(ids[0], skip_special_tokens=True).strip() == summary
 
 
-def test_causal_summaries_come_from_predict(lora_run, tiny_model, article_dir):
+def test_causal_summaries_come_from_predict_and_soft_prompts_do_not_merge(lora_run, tiny_model, article_dir, tmp_path):
+    from finetune.errors import UserError
+
     run_dir = lora_run("model=gpt_neo", f"model.path={tiny_model('gpt_neo')}", "method=prompt_tuning",
                        "dataset=cnn_dailymail", f"dataset.path={article_dir}", "dataset.max_source_length=32",
                        "generation.max_new_tokens=6", "train.max_steps=1", "train.batch_size=8")
-    outputs = predict(load_run(run_dir), ["a short article.", "a somewhat longer article about a film."])
+    trained = load_run(run_dir)
+    outputs = predict(trained, ["a short article.", "a somewhat longer article about a film."])
     assert all(isinstance(output["summary"], str) for output in outputs)
+    with pytest.raises(UserError, match="^--merge: only lora and ia3 adapters merge into the base weights; this run is prompt_tuning"):
+        export(trained, tmp_path / "merged", merge=True)
 
 
-def test_missing_incomplete_and_unmergeable_runs_are_one_line_errors(tmp_path, capsys, sentiment_lora):
+def test_missing_or_incomplete_runs_and_a_used_out_dir_are_one_line_errors(tmp_path, capsys, sentiment_lora):
     with pytest.raises(SystemExit) as missing:
         predict_main([str(tmp_path / "nope"), "text"])
     (tmp_path / "half").mkdir()
@@ -129,11 +134,10 @@ def test_missing_incomplete_and_unmergeable_runs_are_one_line_errors(tmp_path, c
     assert missing.value.code == running.value.code == 2
     assert "no results.json; is this the directory of a finetune run?" in errors
     assert "the run is 'running', not completed; run the same command again to finish it" in errors
-    (tmp_path / "full").mkdir()
-    with pytest.raises(SystemExit):
+    export_main([str(sentiment_lora), str(tmp_path / "lora-out")])
+    with pytest.raises(SystemExit) as again:
         export_main([str(sentiment_lora), str(tmp_path / "lora-out")])
-        export_main([str(sentiment_lora), str(tmp_path / "lora-out")])  # OUT_DIR not empty the second time
-    assert "exists and is not empty" in capsys.readouterr().err
+    assert again.value.code == 2 and "exists and is not empty" in capsys.readouterr().err
 
 
 def test_eval_scores_the_trained_model_on_other_data_and_writes_it_next_to_the_run(sentiment_lora, sentiment_dir,
