@@ -80,5 +80,5 @@ def single_label_outputs(logits: np.ndarray, label_names: tuple[str, ...]) -> li
     """The arg-max label and the softmax probability of every label, per row."""
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
     probabilities = shifted / shifted.sum(axis=-1, keepdims=True)
-    return [{"label": label_names[int(row.argmax())], "probabilities": dict(zip(label_names, row.round(6).tolist()))}
-            for row in probabilities]
+    return [{"label": label_names[int(row.argmax())],
+             "probabilities": dict(zip(label_names, row.astype(float).round(6).tolist()))} for row in probabilities]

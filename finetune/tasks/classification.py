@@ -80,7 +80,7 @@ class HeadMultiLabel(HeadClassification):
     def readable(self, predictions: np.ndarray) -> list[dict[str, Any]]:
         probabilities = 1 / (1 + np.exp(-predictions))
         return [{"labels": [name for name, p in zip(self.label_names, row) if p > self.threshold],
-                 "probabilities": dict(zip(self.label_names, row.round(6).tolist()))} for row in probabilities]
+                 "probabilities": dict(zip(self.label_names, row.astype(float).round(6).tolist()))} for row in probabilities]
 
     def calibrated(self, validation: dict[str, float]) -> HeadMultiLabel:
         return replace(self, threshold=validation["threshold"], tune_threshold=False)
