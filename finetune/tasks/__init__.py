@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from transformers import PreTrainedTokenizerBase
 
-from finetune.errors import UserError
 from finetune.schema import Run
 from finetune.tasks.base import BatchOutput, ModelParts, Task
 from finetune.tasks.classification import HeadClassification, HeadMultiLabel
@@ -24,11 +23,8 @@ def build_task(run: Run, tokenizer: PreTrainedTokenizerBase, label_names: tuple[
     head_parts = ModelParts(family.layers, family.head, family.peft_trainable)
     lm_parts = ModelParts(family.lm_layers or family.layers, (), ())
     if dataset.task == "summarization":
-        kinds = {"seq2seq": Seq2SeqSummarization, "causal": CausalSummarization}
-        if family.architecture not in kinds:
-            raise UserError(f"dataset.task: summarization needs a seq2seq or causal model; "
-                            f"model={family.name} is {family.architecture} (try model=flan_t5 or model=gpt_neo)")
-        return kinds[family.architecture](tokenizer, lm_parts, dataset=dataset, generation=run.generation)
+        kind = {"seq2seq": Seq2SeqSummarization, "causal": CausalSummarization}[family.architecture]  # Run checked it
+        return kind(tokenizer, lm_parts, dataset=dataset, generation=run.generation)
     text_to_text = run.method.name in family.text_to_text_methods
     if dataset.task == "multilabel":
         if text_to_text:
