@@ -308,12 +308,12 @@ class Run:
         _require(isinstance(self.method, MethodSpec), "method", "must be chosen with method=NAME")
         reason = self.model.unsupported.get(self.method.name)
         _require(reason is None, "method", f"{self.method.name} does not apply to model={self.model.name}: {reason}")
-        _require(self.dataset.task != "summarization" or self.model.architecture != "encoder", "dataset.task",
-                 f"summarization needs a seq2seq or causal model; model={self.model.name} is encoder "
-                 "(try model=flan_t5 or model=gpt_neo)")
         baseline = isinstance(self.method, (SvmTfidfSpec, SvmEmbeddingsSpec))
         _require(not (baseline and self.dataset.task == "summarization"), "method",
                  f"{self.method.name} is a classifier; it does not apply to dataset.task=summarization")
+        _require(self.dataset.task != "summarization" or self.model.architecture != "encoder", "dataset.task",
+                 f"summarization needs a seq2seq or causal model; model={self.model.name} is encoder "
+                 "(try model=flan_t5 or model=gpt_neo)")
         object.__setattr__(self, "overrides", tuple(self.overrides))
 
     def config_hash(self) -> str:

@@ -17,7 +17,8 @@ def options(group: str) -> list[str]:
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes_into_a_valid_run(compose_run, group, option, tmp_path):
-    extra = ["dataset.path=/some/dir"] if (group, option) == ("dataset", "local") else []
+    needs = {("dataset", "local"): ["dataset.path=/some/dir"], ("dataset", "cnn_dailymail"): ["model=flan_t5"]}
+    extra = needs.get((group, option), [])
     run = compose_run(f"{group}={option}", *extra)
     assert isinstance(run, Run)
     variants = {"lora_alpha32": "lora"}  # method files that extend another method keep its name
