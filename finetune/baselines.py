@@ -19,13 +19,11 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.svm import LinearSVC
 from tqdm.auto import tqdm
-from transformers import AutoModel
 
 from finetune.batching import sorted_batches
 from finetune.data import LabelledSplits
-from finetune.errors import UserError
 from finetune.methods import count_parameters
-from finetune.models import load_tokenizer
+from finetune.models import load_encoder, load_tokenizer
 from finetune.schema import Run, SvmEmbeddingsSpec, SvmTfidfSpec
 from finetune.tasks import Task
 
@@ -92,12 +90,7 @@ def _tfidf(spec: SvmTfidfSpec, train_texts: list[str], model_dir: Path) -> Featu
 def _embeddings(run: Run, source: str, device: torch.device) -> tuple[Features, int]:
     spec: SvmEmbeddingsSpec = run.method
     tokenizer = load_tokenizer(source, run.model)
-    try:
-        encoder = AutoModel.from_pretrained(source, trust_remote_code=run.model.trust_remote_code).to(device).eval()
-    except OSError as error:
-        raise UserError(f"model: cannot load '{source}' ({str(error).splitlines()[0]}); offline? set model.path=DIR") from error
-    if encoder.config.is_encoder_decoder:
-        encoder = encoder.get_encoder()
+    encoder = load_encoder(source, run.model).to(device).eval()
     batch_size = run.train.eval_batch_size or 2 * run.train.batch_size
 
     def embed(texts: list[str]) -> np.ndarray:

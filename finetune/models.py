@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from finetune.errors import UserError
 from finetune.schema import ModelSpec
@@ -44,6 +44,12 @@ def load_tokenizer(source: str, spec: ModelSpec) -> PreTrainedTokenizerBase:
         tokenizer.pad_token = spec.pad_token
     tokenizer.padding_side = spec.padding_side
     return tokenizer
+
+
+def load_encoder(source: str, spec: ModelSpec) -> nn.Module:
+    """The family's bare transformer (no task head), e.g. for frozen embeddings; T5's encoder alone."""
+    model = _from_pretrained(AutoModel, source, spec)
+    return model.get_encoder() if model.config.is_encoder_decoder else model
 
 
 def load_model(model_class: type, source: str, spec: ModelSpec, model_kwargs: dict[str, Any], pad_token_id: int) -> nn.Module:
