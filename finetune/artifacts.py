@@ -56,10 +56,13 @@ def library_versions() -> dict[str, str]:
 
 
 class ResultsFile:
-    """results.json: `running` from the start, `completed` only at the end, `failed` with the error."""
+    """results.json: `running` from the start, `completed` only at the end, `failed` with the error.
 
-    def __init__(self, run: Run) -> None:
-        self.path = Path(run.output_dir) / "results.json"
+    With `write=False` (processes other than the main one) the record is kept but never written.
+    """
+
+    def __init__(self, run: Run, write: bool = True) -> None:
+        self.path, self.write = Path(run.output_dir) / "results.json", write
         self.record: dict[str, Any] = {
             "status": "running",
             "model": run.model.name,
@@ -72,6 +75,8 @@ class ResultsFile:
             "versions": library_versions(),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+        if not write:
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.path, self.record)
@@ -89,22 +94,27 @@ class ResultsFile:
 
     def _finish(self, status: str, fields: dict[str, Any]) -> dict[str, Any]:
         self.record.update(fields, status=status, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        write_json_atomic(self.path, self.record)
+        if self.write:
+            write_json_atomic(self.path, self.record)
         return self.record
 
 
 class Tracker:
-    """TensorBoard scalars under `<run>/tensorboard`, tagged `split/metric`."""
+    """TensorBoard scalars under `<run>/tensorboard`, tagged `split/metric`; a no-op with `write=False`."""
 
-    def __init__(self, directory: Path, purge_step: int | None = None) -> None:
-        self.writer = SummaryWriter(log_dir=str(directory), purge_step=purge_step)
+    def __init__(self, directory: Path, purge_step: int | None = None, write: bool = True) -> None:
+        self.writer = SummaryWriter(log_dir=str(directory), purge_step=purge_step) if write else None
 
     def log(self, prefix: str, values: dict[str, float], step: int) -> None:
+        if self.writer is None:
+            return
         for name, value in values.items():
             self.writer.add_scalar(f"{prefix}/{name}", value, step)
 
     def hparams(self, run: Run, outcome: dict[str, Any]) -> None:
         """The run's settings and headline results for TensorBoard's HParams tab (one row a run)."""
+        if self.writer is None:
+            return
         settings: dict[str, Any] = {"model": run.model.name, "dataset": run.dataset.name}
         settings.update({f"method.{key}": value for key, value in asdict(run.method).items()})
         settings.update({f"train.{key}": getattr(run.train, key) for key in HPARAM_TRAIN_KEYS})
@@ -116,10 +126,12 @@ class Tracker:
         self.writer.add_hparams(kept, results, run_name="hparams")
 
     def text(self, tag: str, markdown: str, step: int) -> None:
-        self.writer.add_text(tag, markdown, step)
+        if self.writer is not None:
+            self.writer.add_text(tag, markdown, step)
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 def save_model(model: nn.Module, tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:

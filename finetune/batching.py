@@ -86,14 +86,26 @@ class LengthGroupedBatches(Sampler[list[int]]):
         for start in range(0, len(order), chunk):
             by_length = sorted(order[start : start + chunk], key=self.lengths.__getitem__)
             batches += [by_length[i : i + self.batch_size] for i in range(0, len(by_length), self.batch_size)]
-        for index in torch.randperm(len(batches), generator=generator).tolist():
-            yield batches[index]
+        # a short batch goes last: Accelerate splits full batches across processes and pads only the last
+        short = [batch for batch in batches if len(batch) < self.batch_size]
+        full = [batch for batch in batches if len(batch) == self.batch_size]
+        for index in torch.randperm(len(full), generator=generator).tolist():
+            yield full[index]
+        yield from short
 
 
-def sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+class FixedBatches(list):
+    """Precomputed batches of indices; `batch_size` lets Accelerate split them across processes."""
+
+    def __init__(self, batches: list[list[int]], batch_size: int) -> None:
+        super().__init__(batches)
+        self.batch_size = batch_size
+
+
+def sorted_batches(lengths: list[int], batch_size: int) -> FixedBatches:
     """Evaluation batches, longest first, so a too-large batch fails at once, not at the end."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return FixedBatches([order[i : i + batch_size] for i in range(0, len(order), batch_size)], batch_size)
 
 
 def make_loader(dataset: Dataset, collate: Callable[[list[dict]], dict], batch_sampler) -> DataLoader:

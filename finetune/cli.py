@@ -15,6 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from finetune.errors import EXIT_BAD_INPUT, USER_ERRORS, Interrupted, RunError, one_line
+from finetune.placement import placed_on_gpu
 from finetune.schema import build_run, register_configs
 from finetune.sweeps import completed_before, failed_jobs, mark_skipped, record_failure
 
@@ -37,8 +38,8 @@ def run_job(config: DictConfig) -> float:
     hydra_config = HydraConfig.get()
     if hydra_config.mode != RunMode.MULTIRUN:
         return _job(config)
-    try:
-        return _job(config)
+    try:  # parallel jobs (joblib launcher) share the GPUs through lock files in the sweep dir
+        return _job(config, Path(hydra_config.sweep.dir) / ".gpu_slots", hydra_config.job.num)
     except Exception as error:  # one failed job must not stop the sweep; its results.json says why
         record_failure(Path(hydra_config.runtime.output_dir), list(hydra_config.overrides.task), error)
         log.error("Job %s failed", hydra_config.job.num, exc_info=not isinstance(error, USER_ERRORS))
@@ -46,7 +47,7 @@ def run_job(config: DictConfig) -> float:
         return float("nan")
 
 
-def _job(config: DictConfig) -> float:
+def _job(config: DictConfig, gpu_slots: Path | None = None, job_number: int = 0) -> float:
     """One run; its validation main metric is the value Hydra sweepers (Optuna) optimise."""
     run = build_run(config)
     previous = completed_before(run)
@@ -57,7 +58,8 @@ def _job(config: DictConfig) -> float:
     from finetune.runner import execute  # heavy imports only once the config is known to be valid
 
     _quiet_libraries()
-    results = execute(run)
+    with placed_on_gpu(run.hardware, gpu_slots, job_number):
+        results = execute(run)
     print(format_summary(results, Path(run.output_dir)))
     return results["metrics"]["validation"][results["main_metric"]]
 

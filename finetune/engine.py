@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from finetune.artifacts import Tracker
+from finetune.batching import LengthGroupedBatches
 from finetune.checkpoint import BestCheckpoint, Checkpoints, LoopState
 from finetune.errors import Interrupted, RunError, UserError
 from finetune.schema import TrainSpec
@@ -58,19 +59,21 @@ def evaluate(model: nn.Module, loader: DataLoader, task: Task, accelerator: Acce
     """Run `task.evaluate_batch` over every batch of `loader` and score the whole split."""
     model = accelerator.unwrap_model(model)  # evaluation needs no gradient sync; peft and HF models generate
     model.eval()
-    predictions, references, losses, rows = [], [], [], 0
+    predictions, references, losses = [], [], []
     with torch.no_grad():
         for batch in tqdm(loader, desc="evaluate", unit="batch", leave=False,
                           disable=not accelerator.is_local_main_process):
             output = task.evaluate_batch(model, batch)
+            # the batch's mean loss once per row, so that gathering drops the rows Accelerate repeated
+            # to even out the last batch across processes, as it does for the predictions
+            row_losses = output.loss.detach().float().expand(len(batch["input_ids"]))
             gathered = accelerator.gather_for_metrics(
-                tuple(_pad_columns(accelerator, tensor) for tensor in (output.predictions, output.references)))
+                tuple(_pad_columns(accelerator, tensor) for tensor in (output.predictions, output.references, row_losses)))
             predictions.append(gathered[0].cpu().numpy())
             references.append(gathered[1].cpu().numpy())
-            losses.append(output.loss.detach().float() * len(batch["input_ids"]))
-            rows += len(batch["input_ids"])
+            losses.append(gathered[2])
     metrics = task.metrics(predictions, references)
-    metrics["loss"] = float(torch.stack(losses).sum().cpu()) / max(rows, 1)
+    metrics["loss"] = float(torch.cat(losses).mean().cpu())
     return Evaluation(metrics, task.samples(predictions, references))
 
 
@@ -95,6 +98,8 @@ class Trainer:
 
     model: nn.Module
     train_loader: DataLoader
+    train_order: LengthGroupedBatches  # the loader's batches; set per epoch here, as Accelerate's
+    # wrapper for several processes does not pass set_epoch on to a custom batch sampler
     validation_loader: DataLoader
     train: TrainSpec
     task: Task
@@ -150,7 +155,7 @@ class Trainer:
         return state
 
     def _train_epoch(self, state: LoopState, total_steps: int, progress: tqdm) -> None:
-        self.train_loader.set_epoch(state.epoch)
+        self.train_order.set_epoch(state.epoch)
         batches = self.train_loader
         if state.batches_done:  # resuming mid-epoch: the order is fixed by (seed, epoch), skip what was done
             batches = self.accelerator.skip_first_batches(self.train_loader, state.batches_done)
@@ -165,7 +170,7 @@ class Trainer:
             window_loss += loss.detach()
             window_batches += 1
             tokens += batch["attention_mask"].sum()
-            state.samples += len(batch["input_ids"])
+            state.samples += len(batch["input_ids"]) * self.accelerator.num_processes  # each has its share
             state.batches_done += 1
             if not self.accelerator.sync_gradients:
                 continue
@@ -175,19 +180,20 @@ class Trainer:
             progress.update()
             at_log = state.step % self.train.log_every_steps == 0
             at_save = bool(self.train.save_every_steps) and state.step % self.train.save_every_steps == 0
-            if at_log or at_save or self.stop.is_set():
+            stopping = self._stop_requested(at_log or at_save)
+            if at_log or at_save or stopping:
                 self._check_finite(first_bad_step)
             if at_log:
                 self._log_train(state, window_loss.item() / window_batches, progress)
                 window_loss, window_batches = torch.zeros((), device=device), 0
-            if at_save or self.stop.is_set():
+            if at_save or stopping:
                 self._save(state)
-            if self.stop.is_set():
+            if stopping:
                 raise Interrupted(f"stopped by SIGTERM at step {state.step}; checkpoint saved, the same command resumes")
             if state.step >= total_steps:
                 break
         self._check_finite(first_bad_step)
-        state.tokens += int(tokens.item())
+        state.tokens += int(self.accelerator.reduce(tokens, "sum").item())
 
     def _step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         try:
@@ -210,8 +216,17 @@ class Trainer:
                            f"train.grad_accum={self.train.grad_accum * 2} (same effective batch)") from error
         return loss.detach()
 
+    def _stop_requested(self, at_sync_point: bool) -> bool:
+        """SIGTERM seen; with several processes only at log/save steps, where all agree to stop together."""
+        if self.accelerator.num_processes == 1:
+            return self.stop.is_set()
+        if not at_sync_point:
+            return False
+        flag = torch.tensor([float(self.stop.is_set())], device=self.accelerator.device)
+        return bool(self.accelerator.gather(flag).max().item())
+
     def _check_finite(self, first_bad_step: torch.Tensor) -> None:
-        bad = int(first_bad_step.item())
+        bad = int(self.accelerator.gather(first_bad_step.reshape(1)).max().item())  # any process's bad step stops all
         if bad >= 0:
             latest = self.checkpoints.latest()
             kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint was saved before it"
@@ -225,8 +240,10 @@ class Trainer:
         progress.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{rate:.1f}")
 
     def _save(self, state: LoopState) -> None:
-        path = self.checkpoints.save(self.accelerator.unwrap_model(self.model), self.optimizer, self.scheduler, state)
-        log.info("Checkpoint %s", path)
+        if self.accelerator.is_main_process:
+            path = self.checkpoints.save(self.accelerator.unwrap_model(self.model), self.optimizer, self.scheduler, state)
+            log.info("Checkpoint %s", path)
+        self.accelerator.wait_for_everyone()
 
     def _end_epoch(self, state: LoopState) -> None:
         """Evaluate, keep the best epoch, decide on early stopping, checkpoint."""
@@ -236,7 +253,8 @@ class Trainer:
         score = metrics[self.task.main_metric]
         if score > state.best_score:
             state.best_score, state.best_epoch, state.best_metrics, state.bad_epochs = score, state.epoch + 1, metrics, 0
-            self.best.save(self.accelerator.unwrap_model(self.model))
+            if self.accelerator.is_main_process:
+                self.best.save(self.accelerator.unwrap_model(self.model))
         else:
             state.bad_epochs += 1
         state.epoch, state.batches_done = state.epoch + 1, 0

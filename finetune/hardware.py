@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import os
 import threading
 
 import psutil
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import DataLoaderConfiguration, broadcast_object_list
+from torch import nn
 
 from finetune.errors import UserError
-from finetune.schema import HardwareSpec
+from finetune.schema import HardwareSpec, Run, SvmEmbeddingsSpec, SvmTfidfSpec
+
+log = logging.getLogger(__name__)
 
 MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
@@ -31,7 +39,44 @@ def make_accelerator(spec: HardwareSpec, grad_accum: int) -> Accelerator:
         raise UserError("hardware.precision: fp16 needs a GPU; use fp32 or bf16 on the CPU")
     if spec.num_threads:
         torch.set_num_threads(spec.num_threads)
-    return Accelerator(cpu=on_cpu, mixed_precision=MIXED_PRECISION[precision], gradient_accumulation_steps=grad_accum)
+    # a multirun's jobs share a process, and Accelerate keeps the first job's precision and device in
+    # process-wide state; reset it per run, except a launcher's process group (WORLD_SIZE > 1)
+    AcceleratorState._reset_state(reset_partial_state=int(os.environ.get("WORLD_SIZE", "1")) == 1)
+    # split_batches: train.batch_size is the global batch, so 1 or N processes see the same batches;
+    # non_blocking: batches from pinned memory go to the GPU while it still works on the last one
+    loading = DataLoaderConfiguration(split_batches=True, non_blocking=not on_cpu)
+    return Accelerator(cpu=on_cpu, mixed_precision=MIXED_PRECISION[precision], gradient_accumulation_steps=grad_accum,
+                       dataloader_config=loading)
+
+
+def agree_on_processes(run: Run, accelerator: Accelerator) -> Run:
+    """Under `accelerate launch`: check that the run can be split, give every process the main one's run dir,
+    and let only the main process log progress."""
+    processes = accelerator.num_processes
+    if processes == 1:
+        return run
+    if isinstance(run.method, (SvmTfidfSpec, SvmEmbeddingsSpec)):
+        raise UserError(f"method={run.method.name}: the SVM baselines run in one process; start them without accelerate launch")
+    if run.train.skip_nonfinite:
+        raise UserError("train.skip_nonfinite: not supported with several processes (they would skip different batches)")
+    eval_batch_size = run.train.eval_batch_size or 2 * run.train.batch_size
+    for key, size in (("train.batch_size", run.train.batch_size), ("train.eval_batch_size", eval_batch_size)):
+        if size % processes:
+            raise UserError(f"{key}={size}: must be a multiple of the {processes} processes "
+                            "(it is the global batch, split across them)")
+    if not accelerator.is_main_process:  # one log of the run, not one copy per process
+        logging.getLogger("finetune").setLevel(logging.WARNING)
+    main_dir = broadcast_object_list([run.output_dir])[0]
+    if main_dir != run.output_dir:  # Hydra's ${now} can differ by a second between processes
+        log.warning("Process %d writes to the main process's run dir %s, not %s; pass hydra.run.dir to avoid the stray dir",
+                    accelerator.process_index, main_dir, run.output_dir)
+        run = dataclasses.replace(run, output_dir=main_dir)
+    return run
+
+
+def compiled(model: nn.Module, spec: HardwareSpec) -> nn.Module:
+    """The model under torch.compile when hardware.compile is set; dynamic, since batch lengths vary."""
+    return torch.compile(model, dynamic=True) if spec.compile else model
 
 
 class PeakMemory:

@@ -20,7 +20,7 @@ from finetune.checkpoint import BestCheckpoint, Checkpoints
 from finetune.data import LabelledSplits, load_splits
 from finetune.engine import Trainer, evaluate
 from finetune.errors import Interrupted
-from finetune.hardware import PeakMemory, make_accelerator
+from finetune.hardware import PeakMemory, agree_on_processes, compiled, make_accelerator
 from finetune.methods import METHODS, count_parameters
 from finetune.models import load_model, load_tokenizer, model_source
 from finetune.schema import Run, SvmEmbeddingsSpec, SvmTfidfSpec
@@ -37,15 +37,18 @@ def execute(run: Run) -> dict[str, Any]:
     results.json says `completed` only if every step finished, `interrupted` after SIGTERM (a
     checkpoint was saved) and `failed` with the error otherwise.
     """
+    accelerator = make_accelerator(run.hardware, run.train.grad_accum)
+    run = agree_on_processes(run, accelerator)
+    main = accelerator.is_main_process  # only the main process writes files
     checkpoints = Checkpoints(Path(run.output_dir) / "checkpoints", run.train.keep_checkpoints)
     resume_from = checkpoints.latest()
-    results = ResultsFile(run)
+    results = ResultsFile(run, write=main)
     # purge_step drops TensorBoard events written after the checkpoint by the run that died
-    tracker = Tracker(Path(run.output_dir) / "tensorboard", purge_step=checkpoints.step(resume_from))
+    tracker = Tracker(Path(run.output_dir) / "tensorboard", purge_step=checkpoints.step(resume_from), write=main)
     memory = PeakMemory()
     try:
         with _stop_on_sigterm() as stop:
-            outcome = _execute(run, tracker, memory, checkpoints, resume_from, stop)
+            outcome = _execute(run, accelerator, tracker, memory, checkpoints, resume_from, stop)
         tracker.hparams(run, outcome)
     except Interrupted as error:
         results.interrupt(error)
@@ -73,12 +76,12 @@ def _stop_on_sigterm() -> Iterator[threading.Event]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _execute(run: Run, tracker: Tracker, memory: PeakMemory, checkpoints: Checkpoints,
+def _execute(run: Run, accelerator: Accelerator, tracker: Tracker, memory: PeakMemory, checkpoints: Checkpoints,
              resume_from: Path | None, stop: threading.Event) -> dict[str, Any]:
     run_dir = Path(run.output_dir)
-    accelerator = make_accelerator(run.hardware, run.train.grad_accum)
     set_seed(run.train.seed)
-    data = load_splits(run.dataset, run.train.seed)
+    with accelerator.main_process_first():  # one process fills the datasets cache, the others read it
+        data = load_splits(run.dataset, run.train.seed)
     log.info("Data %s: %s; labels %s", run.dataset.name,
              ", ".join(f"{role} {len(split)}" for role, split in data.splits.items()), list(data.label_names))
     if isinstance(run.method, (SvmTfidfSpec, SvmEmbeddingsSpec)):
@@ -90,7 +93,8 @@ def _execute(run: Run, tracker: Tracker, memory: PeakMemory, checkpoints: Checkp
     tokenizer = load_tokenizer(source, run.model)
     task = build_task(run, tokenizer, data.label_names)
     max_length = run.dataset.max_source_length or run.model.max_length
-    tokenized = tokenize(data.splits, task, max_length, run.dataset.source_prefix)
+    with accelerator.main_process_first():
+        tokenized = tokenize(data.splits, task, max_length, run.dataset.source_prefix)
     encoded = tokenized.splits
     model = load_model(task.model_class, source, run.model, task.model_kwargs(), tokenizer.pad_token_id)
     model = method.prepare(model, run.method, run.model, task)
@@ -111,8 +115,8 @@ def _execute(run: Run, tracker: Tracker, memory: PeakMemory, checkpoints: Checkp
         batches = LengthGroupedBatches(encoded["train"]["length"], run.train.batch_size, run.train.seed)
         train_loader = accelerator.prepare(make_loader(encoded["train"], task.collate, batches))
         best = BestCheckpoint(run_dir / "checkpoints")
-        trainer = Trainer(model, train_loader, loaders["validation"], run.train, task, accelerator, tracker,
-                          checkpoints, best, stop)
+        trainer = Trainer(compiled(model, run.hardware), train_loader, batches, loaders["validation"], run.train, task,
+                          accelerator, tracker, checkpoints, best, stop)
         summary = trainer.fit(resume_from, run.config_hash())
         best.restore(accelerator.unwrap_model(model))
         training = {key: value for key, value in vars(summary).items() if key != "best_validation"}
@@ -122,7 +126,8 @@ def _execute(run: Run, tracker: Tracker, memory: PeakMemory, checkpoints: Checkp
         if role not in metrics:
             evaluation = evaluate(model, loader, task, accelerator)
             metrics[role] = evaluation.metrics
-            _write_samples(evaluation.samples, run_dir / f"samples_{role}.jsonl", tracker, role, final_step)
+            if accelerator.is_main_process:
+                _write_samples(evaluation.samples, run_dir / f"samples_{role}.jsonl", tracker, role, final_step)
         if role == "validation":
             task = task.calibrated(metrics[role])  # e.g. the test split uses the validation's threshold
     for role, values in metrics.items():
@@ -130,7 +135,8 @@ def _execute(run: Run, tracker: Tracker, memory: PeakMemory, checkpoints: Checkp
     peak = memory.peak_mb(accelerator.device)
     tracker.log("system", {"peak_memory_mb": peak}, final_step)
 
-    save_model(accelerator.unwrap_model(model), tokenizer, run_dir / "model")
+    if accelerator.is_main_process:
+        save_model(accelerator.unwrap_model(model), tokenizer, run_dir / "model")
     return {
         "metrics": metrics,
         "main_metric": task.main_metric,

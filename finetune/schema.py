@@ -176,10 +176,13 @@ class HardwareSpec:
     device: str = "auto"  # auto: the GPU when one is visible, else the CPU
     precision: str = "auto"  # auto: bf16 on a GPU that supports it, else fp32
     num_threads: Optional[int] = None  # CPU threads for torch; null keeps torch's default
+    compile: bool = False  # torch.compile the training forward (dynamic shapes); pays off on GPUs
+    jobs_per_gpu: int = 1  # parallel multirun jobs (hydra/launcher=joblib) that may share one GPU
 
     def __post_init__(self) -> None:
         _one_of(self.device, DEVICES, "hardware.device")
         _one_of(self.precision, PRECISIONS, "hardware.precision")
+        _require(self.jobs_per_gpu > 0, "hardware.jobs_per_gpu", f"must be > 0, got {self.jobs_per_gpu}")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ def test_every_index_once_per_epoch_and_order_fixed_by_seed_and_epoch():
     first = list(sampler)
     assert sorted(i for b in first for i in b) == list(range(1000))
     assert len(first) == len(sampler) == 32
+    assert [len(b) for b in first[-2:]] == [32, 1000 % 32]  # the one short batch last
     assert list(LengthGroupedBatches(lengths, 32, seed=3)) == first
     sampler.set_epoch(1)
     assert list(sampler) != first

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import gc
+import mmap
 import time
 
 import pytest
@@ -32,15 +32,21 @@ def test_gpu_and_fp16_without_a_gpu_are_refused():
 def test_peak_memory_is_per_run_not_per_process():
     cpu = torch.device("cpu")
     first = PeakMemory(interval_s=0.01)
-    block = torch.ones(64 * 2**20, dtype=torch.uint8)  # 64 MiB, touched
-    block += 1
+    block = mmap.mmap(-1, 64 * 2**20)  # 64 MiB of fresh pages: the allocator cannot reuse freed memory
+    block.write(b"x" * len(block))
     time.sleep(0.1)
     big_peak = first.peak_mb(cpu)
     first.stop()
-    del block
-    gc.collect()
+    block.close()
     second = PeakMemory(interval_s=0.01)
     time.sleep(0.1)
     small_peak = second.peak_mb(cpu)
     second.stop()
     assert big_peak - small_peak > 32
+
+
+def test_jobs_sharing_a_process_each_get_their_own_precision():
+    # a multirun runs its jobs in one process; Accelerate's state must not carry over between them
+    first = make_accelerator(HardwareSpec(name="cpu", device="cpu", precision="fp32"), grad_accum=1).mixed_precision
+    second = make_accelerator(HardwareSpec(name="cpu", device="cpu", precision="bf16"), grad_accum=2)
+    assert (first, second.mixed_precision, second.gradient_accumulation_steps) == ("no", "bf16", 2)

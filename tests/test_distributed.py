@@ -1,0 +1,74 @@
+"""Data parallel runs under `accelerate launch`: two CPU processes (gloo) give the metrics of one."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_without_dropout(tiny_bert, tmp_path_factory) -> Path:
+    # dropout draws differ between one process and two; without it both compute the same function
+    directory = tmp_path_factory.mktemp("tiny-bert-no-dropout")
+    shutil.copytree(tiny_bert, directory, dirs_exist_ok=True)
+    config = json.loads((directory / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory
+
+
+def overrides(model: Path, data: Path, run_dir: Path) -> list[str]:
+    # 160 training rows in global batches of 16; validation and test (48 rows) end in a short batch
+    return ["model=bert", f"model.path={model}", "model.max_length=32", "dataset=local", f"dataset.path={data}",
+            "hardware=cpu", "train.batch_size=16", "train.eval_batch_size=32", "train.lr=2e-3", "train.epochs=4",
+            "train.early_stopping_patience=null", f"hydra.run.dir={run_dir}"]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_with_the_same_global_batch(tiny_bert_without_dropout, sentiment_dir, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    single = subprocess.run([sys.executable, "-m", "finetune", *overrides(tiny_bert_without_dropout, sentiment_dir, one)],
+                            capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr[-2000:]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "--main_process_port", str(free_port()), "-m", "finetune"]
+    double = subprocess.run([*launch, *overrides(tiny_bert_without_dropout, sentiment_dir, two)],
+                            capture_output=True, text=True, timeout=300)
+    assert double.returncode == 0, double.stderr[-3000:]
+
+    reference, parallel = (json.loads((run / "results.json").read_text()) for run in (one, two))
+    assert parallel["status"] == "completed"
+    assert parallel["training"]["optimizer_steps"] == reference["training"]["optimizer_steps"] == 40
+    for split in ("validation", "test"):
+        assert parallel["metrics"][split]["accuracy"] == reference["metrics"][split]["accuracy"]
+        assert parallel["metrics"][split]["loss"] == pytest.approx(reference["metrics"][split]["loss"], rel=1e-3)
+    assert reference["metrics"]["test"]["accuracy"] > 0.8  # it learned, so equality says something
+    assert (two / "model" / "model.safetensors").is_file()
+    assert (two / "finetune.log").read_text().count("Epoch 1: validation") == 1  # the main process logs alone
+
+
+def test_a_global_batch_that_does_not_split_evenly_is_refused(tiny_run):
+    from accelerate import Accelerator
+
+    from finetune.errors import UserError
+    from finetune.hardware import agree_on_processes
+
+    class TwoProcesses:  # what agree_on_processes reads of an Accelerator under accelerate launch
+        num_processes, process_index, is_main_process = 2, 0, True
+
+    with pytest.raises(UserError, match=r"train.batch_size=15: must be a multiple of the 2 processes"):
+        agree_on_processes(tiny_run("train.batch_size=15"), TwoProcesses())
+    assert agree_on_processes(tiny_run(), Accelerator(cpu=True)) == tiny_run()
