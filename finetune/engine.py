@@ -57,7 +57,8 @@ class Evaluation:
 
 def evaluate(model: nn.Module, loader: DataLoader, task: Task, accelerator: Accelerator) -> Evaluation:
     """Run `task.evaluate_batch` over every batch of `loader` and score the whole split."""
-    model = accelerator.unwrap_model(model)  # evaluation needs no gradient sync; peft and HF models generate
+    # the plain model: evaluation needs no gradient sync or compiled graph; peft and HF models generate
+    model = accelerator.unwrap_model(model, keep_torch_compile=False)
     model.eval()
     predictions, references, losses = [], [], []
     with torch.no_grad():
@@ -147,7 +148,7 @@ class Trainer:
     def _start_state(self, resume_from: Path | None, config_hash: str) -> LoopState:
         if resume_from is None:
             return LoopState(config_hash=config_hash)
-        state = self.checkpoints.load(resume_from, self.accelerator.unwrap_model(self.model), self.optimizer, self.scheduler)
+        state = self.checkpoints.load(resume_from, self._plain_model(), self.optimizer, self.scheduler)
         if state.config_hash != config_hash:
             raise UserError(f"{resume_from.parent.parent}: its checkpoints belong to another config; "
                             "use a new hydra.run.dir, or delete checkpoints/ to start over")
@@ -225,6 +226,10 @@ class Trainer:
         flag = torch.tensor([float(self.stop.is_set())], device=self.accelerator.device)
         return bool(self.accelerator.gather(flag).max().item())
 
+    def _plain_model(self) -> nn.Module:
+        """The model without its data-parallel and torch.compile wrappers: what checkpoints hold."""
+        return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+
     def _check_finite(self, first_bad_step: torch.Tensor) -> None:
         bad = int(self.accelerator.gather(first_bad_step.reshape(1)).max().item())  # any process's bad step stops all
         if bad >= 0:
@@ -241,7 +246,7 @@ class Trainer:
 
     def _save(self, state: LoopState) -> None:
         if self.accelerator.is_main_process:
-            path = self.checkpoints.save(self.accelerator.unwrap_model(self.model), self.optimizer, self.scheduler, state)
+            path = self.checkpoints.save(self._plain_model(), self.optimizer, self.scheduler, state)
             log.info("Checkpoint %s", path)
         self.accelerator.wait_for_everyone()
 
@@ -254,7 +259,7 @@ class Trainer:
         if score > state.best_score:
             state.best_score, state.best_epoch, state.best_metrics, state.bad_epochs = score, state.epoch + 1, metrics, 0
             if self.accelerator.is_main_process:
-                self.best.save(self.accelerator.unwrap_model(self.model))
+                self.best.save(self._plain_model())
         else:
             state.bad_epochs += 1
         state.epoch, state.batches_done = state.epoch + 1, 0

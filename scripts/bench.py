@@ -129,7 +129,7 @@ def _machine(setting: Setting) -> str:
                       if line.startswith("model name")), platform.processor())
         hardware = f"{model}, {os.cpu_count()} cores"
     return (f"{hardware}; torch {torch.__version__}, transformers {transformers.__version__}\n"
-            f"{Path(setting.model_path).name} ({setting.family}), {setting.data}: batch {setting.batch_size}, "
+            f"{setting.model_path} ({setting.family}), {setting.data}: batch {setting.batch_size}, "
             f"lr {setting.lr}, {setting.epochs} epoch(s), seed {setting.seed}")
 
 

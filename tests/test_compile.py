@@ -1,0 +1,25 @@
+"""hardware.compile: the training forward runs under torch.compile and gives the eager result."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from finetune.hardware import compiled
+from finetune.runner import execute
+from finetune.schema import HardwareSpec
+
+
+def test_compile_wraps_the_model_only_when_asked():
+    model = torch.nn.Linear(2, 2)
+    assert compiled(model, HardwareSpec(name="cpu")) is model
+    assert isinstance(compiled(model, HardwareSpec(name="cpu", compile=True)), torch._dynamo.eval_frame.OptimizedModule)
+
+
+@pytest.mark.slow
+def test_a_compiled_run_matches_the_eager_run(tiny_run, tmp_path):
+    settings = ("train.epochs=1", "train.max_steps=4")
+    eager = execute(tiny_run(*settings, output_dir=tmp_path / "eager"))
+    fast = execute(tiny_run(*settings, "hardware.compile=true", output_dir=tmp_path / "compiled"))
+    assert fast["status"] == "completed"
+    assert fast["metrics"]["test"]["loss"] == pytest.approx(eager["metrics"]["test"]["loss"], rel=1e-3)
