@@ -7,6 +7,8 @@ import gzip
 import json
 import random
 import shutil
+import subprocess
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -159,3 +161,23 @@ def article_rows(count: int, seed: int) -> list[dict]:
 def article_dir(tmp_path_factory) -> Path:
     """train/validation/test jsonl (48/8/8) with article and highlights columns."""
     return write_splits(tmp_path_factory.mktemp("articles"), article_rows, (48, 8, 8))
+
+
+@pytest.fixture(scope="session")
+def longer_data(tmp_path_factory) -> Path:
+    """Enough rows that a tiny model trains for several seconds: time to kill it mid-epoch."""
+    directory = tmp_path_factory.mktemp("longer")
+    write_jsonl(directory / "train.jsonl", sentiment_rows(2400, 0))
+    write_jsonl(directory / "validation.jsonl", sentiment_rows(48, 1))
+    write_jsonl(directory / "test.jsonl", sentiment_rows(48, 2))
+    return directory
+
+
+def start_and_wait_for_checkpoint(command: list[str], run_dir: Path) -> subprocess.Popen:
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list((run_dir / "checkpoints").glob("step-*")):
+        assert process.poll() is None, f"the run ended before its first checkpoint: {process.stderr.read()[-2000:]}"
+        assert time.time() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.02)
+    return process

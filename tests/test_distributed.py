@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import start_and_wait_for_checkpoint
 
 
 def free_port() -> int:
@@ -29,6 +33,12 @@ def tiny_bert_without_dropout(tiny_bert, tmp_path_factory) -> Path:
     return directory
 
 
+def launch_two() -> list[str]:
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(free_port()), "-m", "finetune"]
+
+
 def overrides(model: Path, data: Path, run_dir: Path) -> list[str]:
     # 160 training rows in global batches of 16; validation and test (48 rows) end in a short batch
     return ["model=bert", f"model.path={model}", "model.max_length=32", "dataset=local", f"dataset.path={data}",
@@ -42,10 +52,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tiny_bert_wi
     single = subprocess.run([sys.executable, "-m", "finetune", *overrides(tiny_bert_without_dropout, sentiment_dir, one)],
                             capture_output=True, text=True)
     assert single.returncode == 0, single.stderr[-2000:]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "--main_process_port", str(free_port()), "-m", "finetune"]
-    double = subprocess.run([*launch, *overrides(tiny_bert_without_dropout, sentiment_dir, two)],
+    double = subprocess.run([*launch_two(), *overrides(tiny_bert_without_dropout, sentiment_dir, two)],
                             capture_output=True, text=True, timeout=300)
     assert double.returncode == 0, double.stderr[-3000:]
 
@@ -58,6 +65,25 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tiny_bert_wi
     assert reference["metrics"]["test"]["accuracy"] > 0.8  # it learned, so equality says something
     assert (two / "model" / "model.safetensors").is_file()
     assert (two / "finetune.log").read_text().count("Epoch 1: validation") == 1  # the main process logs alone
+
+
+@pytest.mark.slow
+def test_sigterm_stops_both_processes_at_one_step_and_the_rerun_resumes(tiny_bert, longer_data, tmp_path):
+    run_dir = tmp_path / "run"
+    settings = ["model=bert", f"model.path={tiny_bert}", "model.max_length=32", "dataset=local",
+                f"dataset.path={longer_data}", "hardware=cpu", "train.batch_size=8", "train.epochs=1",
+                "train.save_every_steps=20", f"hydra.run.dir={run_dir}"]
+    process = start_and_wait_for_checkpoint([*launch_two(), *settings], run_dir)
+    process.send_signal(signal.SIGTERM)  # the launcher passes it on to both processes
+    _, stderr = process.communicate(timeout=120)
+    stops = re.findall(r"stopped by SIGTERM at step (\d+)", stderr)
+    assert len(stops) == 2 and stops[0] == stops[1], stderr[-3000:]  # both processes, the same step
+    assert json.loads((run_dir / "results.json").read_text())["status"] == "interrupted"
+
+    rerun = subprocess.run([*launch_two(), *settings], capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert json.loads((run_dir / "results.json").read_text())["status"] == "completed"
+    assert "Resuming from" in (run_dir / "finetune.log").read_text()
 
 
 def test_a_global_batch_that_does_not_split_evenly_is_refused(tiny_run):

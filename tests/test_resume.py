@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from finetune.checkpoint import Checkpoints
 from finetune.errors import RunError, UserError
 from finetune.runner import execute
 
-from conftest import sentiment_rows, write_jsonl
+from conftest import start_and_wait_for_checkpoint
 
 
 class Crash(Exception):
@@ -108,30 +107,10 @@ def test_a_crash_while_writing_results_leaves_the_previous_file_whole(tmp_path, 
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
 
 
-@pytest.fixture(scope="module")
-def longer_data(tmp_path_factory) -> Path:
-    """Enough rows that a tiny model trains for several seconds: time to kill it mid-epoch."""
-    directory = tmp_path_factory.mktemp("longer")
-    write_jsonl(directory / "train.jsonl", sentiment_rows(2400, 0))
-    write_jsonl(directory / "validation.jsonl", sentiment_rows(48, 1))
-    write_jsonl(directory / "test.jsonl", sentiment_rows(48, 2))
-    return directory
-
-
 def cli(tiny_bert: Path, data: Path, run_dir: Path) -> list[str]:
     return [sys.executable, "-m", "finetune", "model=bert", f"model.path={tiny_bert}", "model.max_length=32",
             "dataset=local", f"dataset.path={data}", "hardware=cpu", "train.batch_size=8", "train.lr=1e-3",
             "train.epochs=1", "train.save_every_steps=20", f"hydra.run.dir={run_dir}"]
-
-
-def start_and_wait_for_checkpoint(command: list[str], run_dir: Path) -> subprocess.Popen:
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not list((run_dir / "checkpoints").glob("step-*")):
-        assert process.poll() is None, f"the run ended before its first checkpoint: {process.stderr.read()[-2000:]}"
-        assert time.time() < deadline, "no checkpoint within 120 s"
-        time.sleep(0.02)
-    return process
 
 
 @pytest.mark.slow
