@@ -99,8 +99,9 @@ class Trainer:
 
     model: nn.Module
     train_loader: DataLoader
-    train_order: LengthGroupedBatches  # the loader's batches; set per epoch here, as Accelerate's
-    # wrapper for several processes does not pass set_epoch on to a custom batch sampler
+    # the loader's batch sampler, given its epoch here: under several processes Accelerate wraps it
+    # and does not pass set_epoch on
+    train_order: LengthGroupedBatches
     validation_loader: DataLoader
     train: TrainSpec
     task: Task

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from peft import PeftModel
 from torch import nn
-from transformers import AutoConfig, PretrainedConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification,
+                          PretrainedConfig)
 
 from finetune.errors import UserError
 
@@ -20,8 +21,8 @@ AUTO_CLASSES = {
 
 def load_trained(model_dir: Path) -> nn.Module:
     """The trained model in eval mode, with the label names in its config."""
-    auto_class, config = _model_class(model_dir)
     if not (model_dir / "adapter_config.json").is_file():
+        auto_class, _ = _model_class(model_dir)
         return auto_class.from_pretrained(model_dir).eval()
     return PeftModel.from_pretrained(load_base_model(model_dir), model_dir).eval()
 

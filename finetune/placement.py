@@ -53,7 +53,7 @@ def gpu_slot(lock_dir: Path, job_number: int, gpus: int, jobs_per_gpu: int, poll
 @contextmanager
 def placed_on_gpu(spec: HardwareSpec, lock_dir: Path | None, job_number: int) -> Iterator[int | None]:
     """In a multirun (`lock_dir` set) on a machine with GPUs, run the body on a free GPU slot; else change nothing."""
-    import torch
+    import torch  # here, not at the top: the CLI imports this module before the config is validated
 
     gpus = torch.cuda.device_count() if spec.device != "cpu" else 0
     if lock_dir is None or gpus == 0:

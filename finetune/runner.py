@@ -130,10 +130,7 @@ def _execute(run: Run, accelerator: Accelerator, tracker: Tracker, memory: PeakM
                 _write_samples(evaluation.samples, run_dir / f"samples_{role}.jsonl", tracker, role, final_step)
         if role == "validation":
             task = task.calibrated(metrics[role])  # e.g. the test split uses the validation's threshold
-    for role, values in metrics.items():
-        tracker.log(f"final_{role}", values, final_step)
-    peak = memory.peak_mb(accelerator.device)
-    tracker.log("system", {"peak_memory_mb": peak}, final_step)
+    peak = _log_final(tracker, metrics, memory.peak_mb(accelerator.device), final_step)
 
     if accelerator.is_main_process:
         save_model(accelerator.unwrap_model(model), tokenizer, run_dir / "model")
@@ -159,10 +156,7 @@ def _execute_baseline(run: Run, data: LabelledSplits, tracker: Tracker, memory: 
     source = model_source(run.model) if isinstance(run.method, SvmEmbeddingsSpec) else ""
     task = build_task(run, None, data.label_names)  # only its metrics are used
     outcome = run_baseline(run, data, task, source, accelerator.device, Path(run.output_dir) / "model")
-    for role, values in outcome.metrics.items():
-        tracker.log(f"final_{role}", values, 0)
-    peak = memory.peak_mb(accelerator.device)
-    tracker.log("system", {"peak_memory_mb": peak}, 0)
+    peak = _log_final(tracker, outcome.metrics, memory.peak_mb(accelerator.device), step=0)
     return {
         "metrics": outcome.metrics,
         "main_metric": task.main_metric,
@@ -176,6 +170,14 @@ def _execute_baseline(run: Run, data: LabelledSplits, tracker: Tracker, memory: 
         "device": str(accelerator.device),
         "precision": "fp32",
     }
+
+
+def _log_final(tracker: Tracker, metrics: dict[str, dict[str, float]], peak_mb: float, step: int) -> float:
+    """Every split's final metrics and the run's peak memory to TensorBoard; returns the peak."""
+    for role, values in metrics.items():
+        tracker.log(f"final_{role}", values, step)
+    tracker.log("system", {"peak_memory_mb": peak_mb}, step)
+    return peak_mb
 
 
 def _write_samples(samples: list[dict[str, Any]], path: Path, tracker: Tracker, role: str, step: int) -> None:
