@@ -10,7 +10,7 @@ import pytest
 from finetune.errors import UserError
 from finetune.runner import execute
 
-from conftest import FAMILIES
+from conftest import FAMILIES, skip_if_known_upstream_break
 from test_runner import split_metrics
 
 METHODS = ("full", "lora", "prompt_tuning", "prefix_tuning", "ia3", "last_layers", "head_only", "none")
@@ -36,7 +36,8 @@ def family_run(compose_run, tiny_model, sentiment_dir, tmp_path):
 
 @pytest.mark.parametrize("family,method", [(f, m) for f in FAMILIES for m in METHODS if (f, m) not in REFUSED])
 def test_family_method_trains_saves_and_reloads(family_run, family, method):
-    run = family_run(family, method)
+    with skip_if_known_upstream_break():
+        run = family_run(family, method)
     results = execute(run)
 
     assert results["status"] == "completed"
