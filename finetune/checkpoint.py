@@ -110,6 +110,11 @@ class Checkpoints:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
+    @staticmethod
+    def read_state(path: Path) -> LoopState:
+        """The loop position a checkpoint holds, read without touching the model."""
+        return LoopState(**json.loads((path / "state.json").read_text()))
+
     def load(self, path: Path, model: nn.Module, optimizer, scheduler) -> LoopState:
         load_trainable(model, path / "trainable.safetensors")
         training = torch.load(path / "training.pt", weights_only=True)
@@ -122,7 +127,7 @@ class Checkpoints:
         random.setstate(_tupled(rng["python"]))
         name, keys, *rest = rng["numpy"]
         np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
-        return LoopState(**json.loads((path / "state.json").read_text()))
+        return self.read_state(path)
 
 
 def _jsonable(value):

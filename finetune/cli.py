@@ -2,25 +2,38 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from finetune.errors import EXIT_BAD_INPUT, USER_ERRORS, Interrupted, RunError, one_line
+from finetune.errors import EXIT_BAD_INPUT, USER_ERRORS, AlreadyComplete, Escalated, Interrupted, RunError, one_line
 from finetune.placement import placed_on_gpu
-from finetune.schema import build_run, register_configs
-from finetune.sweeps import completed_before, failed_jobs, mark_skipped, record_failure
+from finetune.rundir import Plan, RunLock, clear_run_dir, is_main_process, plan_run_dir
+from finetune.schema import Run, build_run, register_configs
+from finetune.sweeps import failed_jobs, mark_skipped, record_failure
 
 log = logging.getLogger(__name__)
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def _conf_dir() -> Path:
+    """The Hydra config tree: package data `finetune/conf` once installed (a wheel, or an editable
+    install that maps the repository's conf/ there), else conf/ beside the package in a source tree."""
+    spec = importlib.util.find_spec("finetune.conf")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(__file__).resolve().parent.parent / "conf"
+
+
+CONF_DIR = _conf_dir()
 
 register_configs()
 _job_started = threading.Event()  # set once Hydra has made the run dir and called the job
@@ -37,7 +50,10 @@ def run_job(config: DictConfig) -> float:
     _job_started.set()
     hydra_config = HydraConfig.get()
     if hydra_config.mode != RunMode.MULTIRUN:
-        return _job(config)
+        try:
+            return _job(config)
+        except (*USER_ERRORS, RunError) as error:
+            raise Escalated(error) from error
     try:  # parallel jobs (joblib launcher) share the GPUs through lock files in the sweep dir
         return _job(config, Path(hydra_config.sweep.dir) / ".gpu_slots", hydra_config.job.num)
     except Exception as error:  # one failed job must not stop the sweep; its results.json says why
@@ -50,11 +66,22 @@ def run_job(config: DictConfig) -> float:
 def _job(config: DictConfig, gpu_slots: Path | None = None, job_number: int = 0) -> float:
     """One run; its validation main metric is the value Hydra sweepers (Optuna) optimise."""
     run = build_run(config)
-    previous = completed_before(run)
-    if previous is not None:
-        mark_skipped(previous, Path(run.output_dir))
-        print(f"skipped {run.output_dir}: completed before with the same config")
-        return previous["metrics"]["validation"][previous["main_metric"]]
+    run_dir = Path(run.output_dir)
+    if not is_main_process():  # the main process owns the run dir; this one follows its lead
+        return _train(run, gpu_slots, job_number)
+    state = plan_run_dir(run)
+    if state.plan is Plan.COMPLETE:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            mark_skipped(Path(HydraConfig.get().sweep.dir), run_dir)
+        print(completed_message(state.record, run_dir))
+        return state.record["metrics"]["validation"][state.record["main_metric"]]
+    with RunLock(run_dir):
+        if state.plan is Plan.RESTART:
+            clear_run_dir(run_dir)
+        return _train(run, gpu_slots, job_number)
+
+
+def _train(run: Run, gpu_slots: Path | None, job_number: int) -> float:
     from finetune.runner import execute  # heavy imports only once the config is known to be valid
 
     _quiet_libraries()
@@ -64,19 +91,24 @@ def _job(config: DictConfig, gpu_slots: Path | None = None, job_number: int = 0)
     return results["metrics"]["validation"][results["main_metric"]]
 
 
+def completed_message(record: dict[str, Any], run_dir: Path) -> str:
+    """What `finetune` says instead of training again over a completed run."""
+    return (f"{run_dir}: completed before with the same config; nothing was run "
+            f"(add restart=true to delete it and train again)" + format_summary(record, run_dir))
+
+
 def main() -> None:
     """Console entry point: one line and exit code 2 for bad input, unless HYDRA_FULL_ERROR=1."""
     wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's exit(1)
     try:
         _app()
-        if failed_jobs:
-            sys.exit(1)
-    except USER_ERRORS as error:
-        if wants_traceback:
-            raise
-        print(f"finetune: error: {one_line(error)}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+    except AlreadyComplete as done:
+        print(completed_message(done.record, Path(done.record["config"]["output_dir"])))
+    except Escalated as escalated:
+        _fail(escalated.error, wants_traceback)
+    except (*USER_ERRORS, RunError) as error:
+        _fail(error, wants_traceback)
     except OSError as error:
         if wants_traceback or _job_started.is_set():
             raise
@@ -84,14 +116,28 @@ def main() -> None:
         print(f"finetune: error: hydra.run.dir: cannot write the run directory "
               f"'{error.filename}' ({error.strerror})", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
-    except RunError as error:
-        if wants_traceback:
+    except ValueError as error:
+        if wants_traceback or _job_started.is_set():
             raise
-        print(f"finetune: run failed: {error}", file=sys.stderr)
-        sys.exit(1)
+        # Hydra's command-line checks, e.g. `-m` together with `--cfg job`
+        print(f"finetune: error: {error} (see finetune --help)", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
     except Interrupted as error:
         print(f"finetune: interrupted: {error}", file=sys.stderr)
         sys.exit(143)  # 128 + SIGTERM, as if the signal had ended the process
+    if failed_jobs:
+        sys.exit(1)
+
+
+def _fail(error: BaseException, wants_traceback: bool) -> NoReturn:
+    """Bad input: one line, exit 2; a run that could not finish: one line, exit 1."""
+    if wants_traceback:
+        raise error
+    if isinstance(error, RunError):
+        print(f"finetune: run failed: {error}", file=sys.stderr)
+        sys.exit(1)
+    print(f"finetune: error: {one_line(error)}", file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
 
 
 def _quiet_libraries() -> None:

@@ -76,15 +76,19 @@ def _load_local(spec: DatasetSpec) -> dict[str, Dataset]:
         raise UserError(
             f"dataset.path: no {spec.train_split}.jsonl, .json, .csv or .parquet (optionally .gz) in '{directory}'"
         )
-    return {name: _read_file(path, name) for name, path in found.items()}
+    return {name: _read_file(path, name, spec.encoding) for name, path in found.items()}
 
 
-def _read_file(path: Path, split: str) -> Dataset:
+def _read_file(path: Path, split: str, encoding: str) -> Dataset:
     suffix = path.suffixes[-2] if path.suffix == ".gz" else path.suffix
     if path.stat().st_size == 0:
         raise UserError(f"{path}: the file is empty")
+    text_options = {}
+    if BUILDERS[suffix] != "parquet":
+        _check_encoding(path, encoding)
+        text_options = {"encoding": encoding}
     try:
-        dataset = datasets.load_dataset(BUILDERS[suffix], data_files={split: str(path)}, split=split)
+        dataset = datasets.load_dataset(BUILDERS[suffix], data_files={split: str(path)}, split=split, **text_options)
     except Exception as error:  # the builders raise many types for unreadable files
         detail = str(error.__cause__ or error).strip().splitlines()
         reason = _bad_json_line(path) if suffix == ".jsonl" else None
@@ -93,6 +97,19 @@ def _read_file(path: Path, split: str) -> Dataset:
     if len(dataset) == 0:
         raise UserError(f"{path}: no rows")
     return dataset
+
+
+def _check_encoding(path: Path, encoding: str) -> None:
+    """Refuse a text file that does not decode, naming the line: pyarrow would only fail on first use."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode(encoding)
+            except UnicodeDecodeError as error:
+                raise UserError(
+                    f"{path}: line {number} is not valid {encoding} (byte {line[error.start:error.start + 1]!r}); "
+                    "set dataset.encoding (e.g. dataset.encoding=latin-1) or re-encode the file as UTF-8") from None
 
 
 def _bad_json_line(path: Path) -> str | None:

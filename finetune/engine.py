@@ -28,7 +28,6 @@ from finetune.tasks.generation import IGNORE
 
 log = logging.getLogger(__name__)
 
-NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
 
 @dataclass(frozen=True)
@@ -84,10 +83,11 @@ def _pad_columns(accelerator: Accelerator, tensor: torch.Tensor) -> torch.Tensor
 
 
 def _optimizer(model: nn.Module, train: TrainSpec, fused: bool) -> torch.optim.AdamW:
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
-        if parameter.requires_grad:
-            (no_decay if name.endswith(NO_DECAY) else decay).append(parameter)
+    # weight decay on matrices (linear and embedding weights) only: every bias and norm scale is a
+    # vector, whatever a family names it (GPT-Neo's ln_1, T5's layer_norm), as in nanoGPT
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    decay = [parameter for parameter in trainable if parameter.dim() >= 2]
+    no_decay = [parameter for parameter in trainable if parameter.dim() < 2]
     groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # fused AdamW: one kernel for all parameters; 6x faster steps than the default on a 2-core CPU
     return torch.optim.AdamW(groups, lr=train.lr, fused=fused)
@@ -149,10 +149,10 @@ class Trainer:
     def _start_state(self, resume_from: Path | None, config_hash: str) -> LoopState:
         if resume_from is None:
             return LoopState(config_hash=config_hash)
-        state = self.checkpoints.load(resume_from, self._plain_model(), self.optimizer, self.scheduler)
-        if state.config_hash != config_hash:
+        if Checkpoints.read_state(resume_from).config_hash != config_hash:  # before any weight is loaded
             raise UserError(f"{resume_from.parent.parent}: its checkpoints belong to another config; "
-                            "use a new hydra.run.dir, or delete checkpoints/ to start over")
+                            "use a new hydra.run.dir, or add restart=true to start over")
+        state = self.checkpoints.load(resume_from, self._plain_model(), self.optimizer, self.scheduler)
         log.info("Resuming from %s: epoch %d, step %d", resume_from, state.epoch + 1, state.step)
         return state
 

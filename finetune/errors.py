@@ -26,6 +26,26 @@ class Interrupted(BaseException):
     """
 
 
+class Escalated(BaseException):
+    """Carries a UserError or RunError past Hydra to the CLI, which prints its one line.
+
+    A BaseException because Hydra writes "Error executing job with overrides" over a job's
+    Exception and turns a callback's Exception into a warning.
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class AlreadyComplete(BaseException):
+    """The run dir holds a completed run of the same config: report it, run nothing (exit 0)."""
+
+    def __init__(self, record: dict) -> None:
+        super().__init__("completed before with the same config")
+        self.record = record
+
+
 USER_ERRORS = (UserError, MissingConfigException, ConfigCompositionException, OverrideParseException, OmegaConfBaseException)
 
 

@@ -7,6 +7,7 @@ checks run before anything is loaded.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -15,6 +16,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from finetune.compat import known_break
 from finetune.errors import UserError
 
 TASKS = ("classification", "multilabel", "summarization")
@@ -22,6 +24,7 @@ ARCHITECTURES = ("encoder", "seq2seq", "causal")
 DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BUNDLED_DIR = Path(__file__).parent / "bundled"
+TRAIN_BOOKKEEPING = ("log_every_steps", "save_every_steps", "keep_checkpoints")  # train.* keys outside config_hash
 
 
 def _require(condition: bool, key: str, message: str) -> None:
@@ -52,6 +55,7 @@ class ModelSpec:
     peft_trainable: List[str] = field(default_factory=lambda: ["classifier"])  # new head modules peft trains whole
     prompt_config_keys: Dict[str, str] = field(default_factory=dict)  # peft prompt field -> model config key
     unsupported: Dict[str, str] = field(default_factory=dict)  # method -> why it cannot apply
+    unsupported_for_generation: Dict[str, str] = field(default_factory=dict)  # the same, where the task generates text
     text_to_text_methods: List[str] = field(default_factory=list)  # classify by generating label names
     pad_token: Optional[str] = None  # token reused as padding when the tokenizer has none
     padding_side: str = "right"
@@ -73,6 +77,7 @@ class DatasetSpec:
     name: str = MISSING
     task: str = "classification"
     path: Optional[str] = None  # directory of {train,validation,test}.{jsonl,json,csv,parquet}[.gz]
+    encoding: str = "utf-8"  # text encoding of local .jsonl, .json and .csv files, e.g. latin-1
     hub_id: Optional[str] = None  # used when path is not set
     hub_config: Optional[str] = None  # e.g. "sst2" for hub_id "glue"
     hub_renames: Dict[str, str] = field(default_factory=dict)  # Hub column -> our column name
@@ -97,6 +102,10 @@ class DatasetSpec:
 
     def __post_init__(self) -> None:
         _one_of(self.task, TASKS, "dataset.task")
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise UserError(f"dataset.encoding: unknown encoding '{self.encoding}'; e.g. utf-8, latin-1, cp1252") from None
         _require(
             self.path is not None or self.hub_id is not None,
             "dataset.path",
@@ -305,28 +314,43 @@ class Run:
     train: TrainSpec = field(default_factory=TrainSpec)
     generation: GenerationSpec = field(default_factory=GenerationSpec)
     output_dir: str = "${hydra:runtime.output_dir}"  # the Hydra run directory
+    restart: bool = False  # start over in a used run dir, deleting the earlier run's results, checkpoints and model
     overrides: List[str] = field(default_factory=lambda: "${hydra:overrides.task}")  # type: ignore
 
     def __post_init__(self) -> None:
         _require(isinstance(self.method, MethodSpec), "method", "must be chosen with method=NAME")
         reason = self.model.unsupported.get(self.method.name)
         _require(reason is None, "method", f"{self.method.name} does not apply to model={self.model.name}: {reason}")
+        reason = self.model.unsupported_for_generation.get(self.method.name) if self.generates_text() else None
+        _require(reason is None, "method", f"{self.method.name} does not apply to model={self.model.name} "
+                                           f"for dataset.task={self.dataset.task}: {reason}")
         baseline = isinstance(self.method, (SvmTfidfSpec, SvmEmbeddingsSpec))
         _require(not (baseline and self.dataset.task == "summarization"), "method",
                  f"{self.method.name} is a classifier; it does not apply to dataset.task=summarization")
         _require(self.dataset.task != "summarization" or self.model.architecture != "encoder", "dataset.task",
                  f"summarization needs a seq2seq or causal model; model={self.model.name} is encoder "
                  "(try model=flan_t5 or model=gpt_neo)")
+        reason = known_break(self)
+        _require(reason is None, "method", str(reason))
         object.__setattr__(self, "overrides", tuple(self.overrides))
 
     def config_hash(self) -> str:
-        """Identity of what the run computes: model, data, method and training settings.
+        """Identity of what the run computes: model, data, method, the training settings that change
+        results, and the generation settings where the run generates text.
 
-        Hardware and the output location are left out, so a run may resume on another machine.
+        Hardware, the output location and bookkeeping (checkpoint and logging cadence) are left
+        out, so a run may resume on another machine or with other checkpoint settings.
         """
-        identity = {key: asdict(getattr(self, key)) for key in ("model", "dataset", "method", "train", "generation")}
+        identity: dict[str, Any] = {key: asdict(getattr(self, key)) for key in ("model", "dataset", "method")}
         identity["method_kind"] = type(self.method).__name__
+        identity["train"] = {key: value for key, value in asdict(self.train).items() if key not in TRAIN_BOOKKEEPING}
+        if self.generates_text():
+            identity["generation"] = asdict(self.generation)
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def generates_text(self) -> bool:
+        """Whether evaluation generates text, so that `generation.*` changes the results."""
+        return self.dataset.task == "summarization" or self.method.name in self.model.text_to_text_methods
 
 
 def _writable(schema: type) -> DictConfig:

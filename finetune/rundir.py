@@ -1,0 +1,151 @@
+"""What a run directory already holds, and what a new invocation may do with it.
+
+Nothing a user already has is overwritten by a later mistake: a directory that holds another
+config's run is refused before anything is written, a completed run is reported instead of
+retrained, a live run is left alone, and a dead or interrupted one resumes. `restart=true` is the
+one explicit way to replace a run, and then nothing of the old one is kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, open_dict, read_write
+
+from finetune.errors import USER_ERRORS, AlreadyComplete, Escalated, UserError
+from finetune.schema import Run, build_run
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = ".finetune.lock"
+RESULT_FILES = ("results.json", "checkpoints", "model")  # what only a run of ours writes
+HYDRA_FILES = (".hydra", "finetune.log", LOCK_NAME)  # written by this invocation; kept on restart
+
+
+class Plan(Enum):
+    FRESH = "fresh"  # nothing there: start
+    RESUME = "resume"  # the same config, failed, interrupted or died: continue from its checkpoint
+    COMPLETE = "complete"  # the same config, completed: report it, train nothing
+    RESTART = "restart"  # restart=true over an earlier run: delete it, then start
+
+
+@dataclass(frozen=True)
+class RunDirState:
+    plan: Plan
+    record: dict[str, Any] | None  # the earlier results.json, if any
+
+
+def read_record(run_dir: Path) -> dict[str, Any] | None:
+    """The run dir's results.json, None when there is none; a damaged one is refused, not replaced."""
+    path = run_dir / "results.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UserError(f"hydra.run.dir: {path} cannot be read ({error}); move it away or choose another run dir") from error
+
+
+def plan_run_dir(run: Run) -> RunDirState:
+    """Decide what this invocation does with `run.output_dir`; refuse (UserError) what would destroy a result."""
+    run_dir = Path(run.output_dir)
+    record = read_record(run_dir)
+    if record is None:
+        leftovers = [name for name in RESULT_FILES if (run_dir / name).exists()]
+        if leftovers and not run.restart:
+            raise UserError(f"hydra.run.dir: {run_dir} holds {', '.join(leftovers)} but no results.json; "
+                            "choose another run dir, or add restart=true to delete them")
+        return RunDirState(Plan.RESTART if leftovers else Plan.FRESH, None)
+    if run.restart:
+        return RunDirState(Plan.RESTART, record)
+    status = record.get("status", "unknown")
+    if record.get("config_hash") != run.config_hash():
+        raise UserError(
+            f"hydra.run.dir: {run_dir} holds a {status} run of another config "
+            f"({record.get('model')} + {record.get('method')} on {record.get('dataset')}, config_hash "
+            f"{record.get('config_hash')}); choose another run dir, or add restart=true to replace it")
+    if status == "completed":
+        return RunDirState(Plan.COMPLETE, record)
+    return RunDirState(Plan.RESUME, record)
+
+
+class RunLock:
+    """An exclusive lock on the run dir for the life of the process that trains in it.
+
+    The kernel drops the lock when that process dies, so a `running` results.json without a lock
+    holder is a run that died and may resume.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / LOCK_NAME
+        self.handle: BinaryIO | None = None
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "ab")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise UserError(f"hydra.run.dir: {self.path.parent} is in use by another finetune process; "
+                            "wait for it, or choose another run dir") from None
+        self.handle = handle
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.handle is not None:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
+
+
+def clear_run_dir(run_dir: Path) -> None:
+    """Delete an earlier run's files for `restart=true`; this invocation's Hydra record and log stay."""
+    for entry in run_dir.iterdir():
+        if entry.name in HYDRA_FILES:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    log.info("restart=true: deleted the earlier run's files in %s", run_dir)
+
+
+def is_main_process() -> bool:
+    """Rank 0 under `accelerate launch`/torchrun, or a plain process: the one that owns the run dir."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+class RunDirCheck(Callback):
+    """Hydra callback: check a single run's dir before Hydra writes its config and log there.
+
+    A bad config or a used dir stops here with nothing written (not even an empty run folder); a
+    completed run with the same config is reported instead of trained again. Multirun jobs are
+    checked in the job (`finetune.cli`), where Hydra has already written the job's `.hydra/`.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not is_main_process():
+            return
+        HydraConfig.instance().set_config(config)  # Hydra does this next; the run's config may refer to it
+        job = copy.deepcopy(config)
+        with read_write(job), open_dict(job):
+            del job["hydra"]
+            job.output_dir = os.path.abspath(config.hydra.run.dir)
+            job.overrides = list(config.hydra.overrides.task)
+        try:
+            state = plan_run_dir(build_run(job))
+        except USER_ERRORS as error:
+            raise Escalated(error) from error
+        if state.plan is Plan.COMPLETE:
+            raise AlreadyComplete(state.record)
