@@ -19,7 +19,7 @@ from finetune.errors import EXIT_BAD_INPUT, USER_ERRORS, AlreadyComplete, Escala
 from finetune.placement import placed_on_gpu
 from finetune.rundir import Plan, RunLock, clear_run_dir, is_main_process, plan_run_dir
 from finetune.schema import Run, build_run, register_configs
-from finetune.sweeps import failed_jobs, mark_skipped, record_failure
+from finetune.sweeps import failed_jobs, mark_job, record_failure
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ def run_job(config: DictConfig) -> float:
     try:  # parallel jobs (joblib launcher) share the GPUs through lock files in the sweep dir
         return _job(config, Path(hydra_config.sweep.dir) / ".gpu_slots", hydra_config.job.num)
     except Exception as error:  # one failed job must not stop the sweep; its results.json says why
-        record_failure(Path(hydra_config.runtime.output_dir), list(hydra_config.overrides.task), error)
+        record_failure(Path(hydra_config.sweep.dir), Path(hydra_config.runtime.output_dir),
+                       list(hydra_config.overrides.task), error)
         log.error("Job %s failed", hydra_config.job.num, exc_info=not isinstance(error, USER_ERRORS))
         print(f"finetune: job {hydra_config.job.num} failed: {one_line(error)}", file=sys.stderr)
         return float("nan")
@@ -72,7 +73,7 @@ def _job(config: DictConfig, gpu_slots: Path | None = None, job_number: int = 0)
     state = plan_run_dir(run)
     if state.plan is Plan.COMPLETE:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            mark_skipped(Path(HydraConfig.get().sweep.dir), run_dir)
+            mark_job(Path(HydraConfig.get().sweep.dir), run_dir, "skipped")
         print(completed_message(state.record, run_dir))
         return state.record["metrics"]["validation"][state.record["main_metric"]]
     with RunLock(run_dir):
@@ -104,7 +105,7 @@ def main() -> None:
     try:
         _app()
     except AlreadyComplete as done:
-        print(completed_message(done.record, Path(done.record["config"]["output_dir"])))
+        print(completed_message(done.record, done.run_dir))
     except Escalated as escalated:
         _fail(escalated.error, wants_traceback)
     except (*USER_ERRORS, RunError) as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields, is_dataclass
+from pathlib import Path
 
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
@@ -41,9 +42,9 @@ class Escalated(BaseException):
 class AlreadyComplete(BaseException):
     """The run dir holds a completed run of the same config: report it, run nothing (exit 0)."""
 
-    def __init__(self, record: dict) -> None:
-        super().__init__("completed before with the same config")
-        self.record = record
+    def __init__(self, record: dict, run_dir: Path) -> None:
+        super().__init__(f"{run_dir}: completed before with the same config")
+        self.record, self.run_dir = record, run_dir
 
 
 USER_ERRORS = (UserError, MissingConfigException, ConfigCompositionException, OverrideParseException, OmegaConfBaseException)

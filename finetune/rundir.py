@@ -148,4 +148,4 @@ class RunDirCheck(Callback):
         except USER_ERRORS as error:
             raise Escalated(error) from error
         if state.plan is Plan.COMPLETE:
-            raise AlreadyComplete(state.record)
+            raise AlreadyComplete(state.record, Path(job.output_dir))

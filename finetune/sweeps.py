@@ -19,23 +19,22 @@ from finetune.errors import one_line
 
 log = logging.getLogger(__name__)
 
-SKIPPED_DIR = ".skipped"  # in the sweep dir: one empty file per job this sweep skipped as done before
+JOB_MARKS = ".jobs"  # in the sweep dir: <job dir>.skipped / <job dir>.failed for this invocation's jobs
 failed_jobs: list[str] = []  # filled at the end of a multirun; the CLI exits 1 when it is not empty
 
 
-def mark_skipped(sweep_dir: Path, run_dir: Path) -> None:
-    """Note, beside the run and not in it, that this sweep found the run done and did not repeat it."""
-    marks = sweep_dir / SKIPPED_DIR
+def mark_job(sweep_dir: Path, run_dir: Path, outcome: str, detail: str = "") -> None:
+    """Note, beside the run and not in it, that this sweep skipped the job (done before) or saw it fail."""
+    marks = sweep_dir / JOB_MARKS
     marks.mkdir(parents=True, exist_ok=True)
-    (marks / run_dir.name).touch()
+    (marks / f"{run_dir.name}.{outcome}").write_text(detail)
 
 
-def record_failure(output_dir: Path, overrides: list[str], error: BaseException) -> None:
-    """results.json of a job that failed before its run started (e.g. a refused combination).
-
-    A results.json already there is left alone: the run wrote its own failure, or the dir holds
-    another run, which a refused job must not overwrite.
-    """
+def record_failure(sweep_dir: Path, output_dir: Path, overrides: list[str], error: BaseException) -> None:
+    """A failed job, for the sweep summary; and its results.json if it failed before its run started
+    (e.g. a refused combination). A results.json already there is left alone: the run wrote its own
+    failure, or the dir holds another run, which a refused job must not overwrite."""
+    mark_job(sweep_dir, output_dir, "failed", one_line(error))
     path = output_dir / "results.json"
     if path.exists():
         return
@@ -48,18 +47,19 @@ class SweepSummary(Callback):
     """At the end of a multirun: how many jobs ran, were skipped as done before, or failed."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        shutil.rmtree(Path(config.hydra.sweep.dir) / SKIPPED_DIR, ignore_errors=True)
+        shutil.rmtree(Path(config.hydra.sweep.dir) / JOB_MARKS, ignore_errors=True)
         failed_jobs.clear()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        skipped = {path.name for path in (sweep_dir / SKIPPED_DIR).glob("*")}
+        marks = {path.stem: (path.suffix[1:], path.read_text()) for path in (sweep_dir / JOB_MARKS).glob("*")}
         counts: Counter[str] = Counter()
         for path in sorted(sweep_dir.glob("*/results.json")):
             record = json.loads(path.read_text())
-            counts["skipped" if path.parent.name in skipped else record.get("status", "unknown")] += 1
-            if record.get("status") == "failed":
-                failed_jobs.append(f"{path.parent.name}: {record.get('error', '')}")
+            status, error = marks.get(path.parent.name, (record.get("status", "unknown"), record.get("error", "")))
+            counts[status] += 1
+            if status == "failed":
+                failed_jobs.append(f"{path.parent.name}: {error}")
         parts = [f"{number} {status}" for status, number in sorted(counts.items())]
         print(f"\nsweep {sweep_dir}: {sum(counts.values())} runs: {', '.join(parts)}"
               + (" (skipped: completed before with the same config)" if counts["skipped"] else ""))
