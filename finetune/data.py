@@ -5,9 +5,10 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import datasets
 from datasets import Dataset, DatasetDict
@@ -88,7 +89,8 @@ def _read_file(path: Path, split: str, encoding: str) -> Dataset:
         _check_encoding(path, encoding)
         text_options = {"encoding": encoding}
     try:
-        dataset = datasets.load_dataset(BUILDERS[suffix], data_files={split: str(path)}, split=split, **text_options)
+        with _datasets_silent():  # its builders log the parse error we are about to report in one line
+            dataset = datasets.load_dataset(BUILDERS[suffix], data_files={split: str(path)}, split=split, **text_options)
     except Exception as error:  # the builders raise many types for unreadable files
         detail = str(error.__cause__ or error).strip().splitlines()
         reason = _bad_json_line(path) if suffix == ".jsonl" else None
@@ -97,6 +99,16 @@ def _read_file(path: Path, split: str, encoding: str) -> Dataset:
     if len(dataset) == 0:
         raise UserError(f"{path}: no rows")
     return dataset
+
+
+@contextmanager
+def _datasets_silent() -> Iterator[None]:
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(verbosity)
 
 
 def _check_encoding(path: Path, encoding: str) -> None:

@@ -65,7 +65,8 @@ def one_line(error: BaseException) -> str:
 
 def _omegaconf_line(error: OmegaConfBaseException) -> str:
     key = getattr(error, "full_key", None) or "config"
-    message = str(error).splitlines()[0].strip()
+    # a UserError from one of our resolvers (OmegaConf keeps its text, not the exception)
+    message = str(error).splitlines()[0].strip().removeprefix(f"{UserError.__name__} raised while resolving interpolation: ")
     schema = getattr(error, "object_type", None)
     if isinstance(error, MissingMandatoryValue):
         return f"{key}: required; set {key}=VALUE"

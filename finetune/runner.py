@@ -12,6 +12,7 @@ from typing import Any, Iterator
 
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from torch import nn
 
 from finetune.artifacts import ResultsFile, Tracker, save_model, write_text_atomic
 from finetune.baselines import run_baseline
@@ -19,12 +20,12 @@ from finetune.batching import LengthGroupedBatches, make_loader, sorted_batches,
 from finetune.checkpoint import BestCheckpoint, Checkpoints
 from finetune.data import LabelledSplits, load_splits
 from finetune.engine import Trainer, evaluate
-from finetune.errors import Interrupted
+from finetune.errors import Interrupted, UserError
 from finetune.hardware import PeakMemory, agree_on_processes, compiled, make_accelerator
 from finetune.methods import METHODS, count_parameters
 from finetune.models import load_model, load_tokenizer, model_source
 from finetune.schema import Run, SvmEmbeddingsSpec, SvmTfidfSpec
-from finetune.tasks import build_task
+from finetune.tasks import Task, build_task
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +93,11 @@ def _execute(run: Run, accelerator: Accelerator, tracker: Tracker, memory: PeakM
     log.info("Model %s from %s on %s", run.model.name, source, accelerator.device)
     tokenizer = load_tokenizer(source, run.model)
     task = build_task(run, tokenizer, data.label_names)
-    max_length = run.dataset.max_source_length or run.model.max_length
+    model = load_model(task.model_class, source, run.model, task.model_kwargs(), tokenizer.pad_token_id)
+    max_length = _fit_source_length(run, task, model)
     with accelerator.main_process_first():
         tokenized = tokenize(data.splits, task, max_length, run.dataset.source_prefix)
     encoded = tokenized.splits
-    model = load_model(task.model_class, source, run.model, task.model_kwargs(), tokenizer.pad_token_id)
     model = method.prepare(model, run.method, run.model, task)
     params = count_parameters(model)
     log.info("Method %s: %s of %s parameters trainable (%.2f%%)", run.method.name,
@@ -148,6 +149,25 @@ def _execute(run: Run, accelerator: Accelerator, tracker: Tracker, memory: PeakM
         "device": str(accelerator.device),
         "precision": accelerator.mixed_precision,
     }
+
+
+def _fit_source_length(run: Run, task: Task, model: nn.Module) -> int:
+    """Source tokens kept per input: the configured length, cut (and logged) where a sequence would
+    outgrow the model's position embeddings, e.g. a 512-position GPT-Neo summarizing 512-token articles."""
+    requested = run.dataset.max_source_length or run.model.max_length
+    positions = getattr(model.config, "max_position_embeddings", None)  # None: relative positions (T5)
+    if positions is None:
+        return requested
+    virtual = getattr(run.method, "num_virtual_tokens", 0)  # soft prompts and prefixes take positions too
+    available = positions - virtual - task.positions_after_source()
+    if available < 1:
+        raise UserError(f"model: {run.model.name} has {positions} positions, fewer than the {positions - available} "
+                        "that the summary, generation.max_new_tokens and virtual tokens need; lower them")
+    if requested > available:
+        log.warning("Inputs cut to %d tokens (not %d): %s has %d positions, and %d go to virtual tokens, the separator, "
+                    "the summary or the generated tokens", available, requested, run.model.name, positions,
+                    positions - available)
+    return min(requested, available)
 
 
 def _execute_baseline(run: Run, data: LabelledSplits, tracker: Tracker, memory: PeakMemory,

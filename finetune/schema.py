@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -370,7 +371,7 @@ def _writable(schema: type) -> DictConfig:
 
 
 def register_configs() -> None:
-    """Put the schemas in Hydra's ConfigStore and register the `bundled` resolver."""
+    """Put the schemas in Hydra's ConfigStore and register the `bundled` and `tiny_model` resolvers."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
@@ -379,6 +380,17 @@ def register_configs() -> None:
         store.store(group="schema/method", name=name, node=_writable(spec))
     if not OmegaConf.has_resolver("bundled"):
         OmegaConf.register_new_resolver("bundled", lambda name: str(BUNDLED_DIR / name))
+    if not OmegaConf.has_resolver("tiny_model"):
+        OmegaConf.register_new_resolver("tiny_model", _tiny_model)
+
+
+def _tiny_model(family: str) -> str:
+    """$FINETUNE_TINY_MODELS/<family>, for +smoke=tiny."""
+    root = os.environ.get("FINETUNE_TINY_MODELS")
+    if not root:
+        raise UserError("+smoke=tiny runs tiny models from $FINETUNE_TINY_MODELS, which is not set; build them once with "
+                        "`python -m finetune.tiny ~/.cache/finetune-tiny` and export FINETUNE_TINY_MODELS=~/.cache/finetune-tiny")
+    return str(Path(root).expanduser() / family)
 
 
 def build_run(config: DictConfig) -> Run:

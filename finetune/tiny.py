@@ -1,8 +1,16 @@
 """Tiny random-weight models of each family (2 layers, width 32) for smoke runs and tests: the
-family's real tokenizer with a model small enough to train a few steps in a second."""
+family's real tokenizer with a model small enough to train a few steps in a second.
+
+    python -m finetune.tiny OUT_DIR [--tokenizers ../shared/models]
+
+builds OUT_DIR/<family> for every family, with the tokenizer read from --tokenizers (folders named
+after the Hub id, '/' as '-') when given, else from the Hub; `+smoke=tiny` runs use them through
+FINETUNE_TINY_MODELS=OUT_DIR.
+"""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Callable
 
@@ -38,3 +46,29 @@ def save_tiny_model(family: str, directory: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)  # the same weights whoever builds them first
     TINY_MODELS[family]().save_pretrained(directory)
     return directory
+
+
+TOKENIZERS = {  # family -> the Hub id of its tokenizer (Flan-T5 shares T5's vocabulary)
+    "minilm": "bert-base-uncased", "bert": "bert-base-uncased", "distilbert": "distilbert-base-uncased",
+    "roberta": "roberta-base", "albert": "albert-base-v2", "flan_t5": "t5-small", "flan_t5_small": "t5-small",
+    "gpt_neo": "EleutherAI/gpt-neo-125m",
+}
+
+
+def main() -> None:
+    """Build every family's tiny model with its real tokenizer under OUT_DIR."""
+    parser = argparse.ArgumentParser(prog="python -m finetune.tiny", description="Tiny random models for +smoke=tiny.")
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--tokenizers", type=Path, help="folder of tokenizer folders, e.g. ../shared/models")
+    args = parser.parse_args()
+    for family in TINY_MODELS:
+        hub_id = TOKENIZERS[family]
+        local = args.tokenizers / hub_id.replace("/", "-") if args.tokenizers else None
+        tokenizer = t.AutoTokenizer.from_pretrained(local if local and local.is_dir() else hub_id)
+        directory = save_tiny_model(family, args.out_dir / family)
+        tokenizer.save_pretrained(directory)
+        print(f"{family}: {directory}")
+
+
+if __name__ == "__main__":
+    main()

@@ -20,6 +20,8 @@ from finetune.tasks import ModelParts
 from finetune.tasks.generation import IGNORE, generate
 from finetune.tasks.summarization import CausalSummarization
 
+from conftest import article_rows, write_splits
+
 METHODS = ("full", "lora", "prompt_tuning", "last_layers", "none")
 
 
@@ -103,3 +105,19 @@ def test_left_padded_prompts_generate_what_each_prompt_generates_alone(causal):
     alone = task.collate_eval(features[:1])
     single = generate(model, alone["prompt_ids"], alone["prompt_mask"], task.tokenizer, spec)
     assert torch.equal(together[0, : single.shape[1]], single[0])
+
+
+@pytest.mark.parametrize("method", ["full", "prompt_tuning"])
+def test_a_causal_model_with_too_few_positions_gets_inputs_cut_to_fit(summary_run, method, caplog, tmp_path):
+    # the tiny GPT-Neo has 128 positions: 200 source tokens + separator + summary could not fit
+    long_articles = write_splits(tmp_path / "long", lambda count, seed: [
+        {**row, "article": " ".join([row["article"]] * 4)} for row in article_rows(count, seed)], (16, 8, 8))
+    run = summary_run("gpt_neo", method, "dataset.max_source_length=200", f"dataset.path={long_articles}")
+    results = execute(run)
+
+    assert results["status"] == "completed"
+    virtual = 20 if method == "prompt_tuning" else 0
+    kept = results["truncated"]["max_length"]
+    separator = 128 - virtual - 13 - kept  # 13: a 12-token summary and <eos>, more than the 8 new tokens
+    assert 1 <= separator <= 8  # "\nTL;DR:\n" in GPT-Neo tokens
+    assert f"Inputs cut to {kept} tokens (not 200)" in caplog.text

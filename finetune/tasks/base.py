@@ -38,6 +38,10 @@ class Task(Protocol):
     peft_task_type: str  # peft's TaskType name
     main_metric: str  # higher is better; selects the best epoch and early-stops
 
+    def positions_after_source(self) -> int:
+        """Positions a sequence uses beyond its source tokens (a causal model's summary, say)."""
+        ...
+
     def model_kwargs(self) -> dict[str, Any]:
         """Extra `from_pretrained` arguments: label names and head size for classifiers."""
         ...

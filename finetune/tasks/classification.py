@@ -25,6 +25,9 @@ class HeadClassification:
     peft_task_type: str = "SEQ_CLS"
     main_metric: str = "accuracy"
 
+    def positions_after_source(self) -> int:
+        return 0
+
     def model_kwargs(self) -> dict[str, Any]:
         return {"num_labels": len(self.label_names), **label_config(self.label_names)}
 

@@ -28,6 +28,9 @@ class _Summarization:
     def model_kwargs(self) -> dict[str, Any]:
         return {}
 
+    def positions_after_source(self) -> int:
+        return 0
+
     def metrics(self, predictions: list[np.ndarray], references: list[np.ndarray]) -> dict[str, float]:
         return rouge_metrics(decode(self.tokenizer, predictions), decode(self.tokenizer, references))
 
@@ -78,9 +81,17 @@ class CausalSummarization(_Summarization):
     model_class: type = AutoModelForCausalLM
     peft_task_type: str = "CAUSAL_LM"
 
+    def positions_after_source(self) -> int:
+        # training: separator + summary + <eos>; generation: separator + the new tokens
+        after_separator = max(self.dataset.max_target_length + 1, self.generation.max_new_tokens)
+        return len(self._separator()) + after_separator
+
+    def _separator(self) -> list[int]:
+        return self.tokenizer(self.dataset.summary_separator, add_special_tokens=False)["input_ids"]
+
     def encode(self, texts: list[str], targets: list[Any], max_length: int) -> dict[str, list]:
         sources = self.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-        separator = self.tokenizer(self.dataset.summary_separator, add_special_tokens=False)["input_ids"]
+        separator = self._separator()
         eos = [self.tokenizer.eos_token_id]
         prompts = [source + separator for source in sources]
         summaries = [ids + eos for ids in self._targets(targets)]

@@ -31,6 +31,9 @@ class _TextToText:
     model_class: type = AutoModelForSeq2SeqLM
     peft_task_type: str = "SEQ_2_SEQ_LM"
 
+    def positions_after_source(self) -> int:
+        return 0
+
     def model_kwargs(self) -> dict[str, Any]:
         # not used by the language-model head; saved with the model so that the label names travel
         return label_config(self.label_names)
