@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -13,9 +14,10 @@ from typing import Any, NoReturn
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from finetune.errors import EXIT_BAD_INPUT, USER_ERRORS, AlreadyComplete, Escalated, Interrupted, RunError, one_line
+from finetune.logs import quiet_libraries
 from finetune.placement import placed_on_gpu
 from finetune.rundir import Plan, RunLock, clear_run_dir, is_main_process, plan_run_dir
 from finetune.schema import Run, build_run, register_configs
@@ -34,8 +36,40 @@ def _conf_dir() -> Path:
 
 
 CONF_DIR = _conf_dir()
+COMPANIONS = {
+    "finetune-report DIR...": "a comparison table (markdown, CSV) and plots of every results.json under the dirs",
+    "finetune-predict RUN_DIR TEXT...": "predictions of a trained run (or --file texts.txt/.jsonl/.csv)",
+    "finetune-eval RUN_DIR OVERRIDES...": "score a trained run on other data (dataset=sst2 dataset.path=DIR)",
+    "finetune-export RUN_DIR OUT_DIR": "a self-contained Hugging Face model (--merge folds LoRA/IA3 in)",
+}
+
+
+def help_text() -> str:
+    """`finetune --help`: what it does, the config groups and their options, the companion commands."""
+    groups = sorted(path for path in CONF_DIR.iterdir() if path.is_dir())
+    options = "\n".join(f"  {group.name}: {', '.join(sorted(p.stem for p in group.glob('*.yaml')))}" for group in groups)
+    companions = "\n".join(f"  {command:<36} {what}" for command, what in COMPANIONS.items())
+    return f"""finetune: fine-tune a transformer model with one of several methods and compare methods.
+One run: a trained model, metrics, TensorBoard logs and results.json in its run dir.
+
+Usage:
+  finetune [GROUP=OPTION] [KEY=VALUE]...      one run (defaults: model=minilm method=full dataset=rotten_tomatoes)
+  finetune -m method=full,lora train.lr=1e-4,5e-4   a sweep: every combination, one run dir each
+  finetune --cfg job [OVERRIDES]...           print the composed config without running
+
+Config groups (GROUP=OPTION; +experiment=NAME and +smoke=tiny are added with a +):
+{options}
+
+Keys: model.*, dataset.*, method.*, train.*, generation.*, hardware.*, restart (see --cfg job and the README).
+
+Companion commands:
+{companions}
+"""
+
 
 register_configs()
+if not OmegaConf.has_resolver("finetune_help"):
+    OmegaConf.register_new_resolver("finetune_help", help_text)
 _job_started = threading.Event()  # set once Hydra has made the run dir and called the job
 
 
@@ -85,7 +119,7 @@ def _job(config: DictConfig, gpu_slots: Path | None = None, job_number: int = 0)
 def _train(run: Run, gpu_slots: Path | None, job_number: int) -> float:
     from finetune.runner import execute  # heavy imports only once the config is known to be valid
 
-    _quiet_libraries()
+    quiet_libraries()
     with placed_on_gpu(run.hardware, gpu_slots, job_number):
         results = execute(run)
     print(format_summary(results, Path(run.output_dir)))
@@ -100,6 +134,7 @@ def completed_message(record: dict[str, Any], run_dir: Path) -> str:
 
 def main() -> None:
     """Console entry point: one line and exit code 2 for bad input, unless HYDRA_FULL_ERROR=1."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `finetune --help | head` ends quietly, as other tools do
     wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's exit(1)
     try:
@@ -139,20 +174,6 @@ def _fail(error: BaseException, wants_traceback: bool) -> NoReturn:
         sys.exit(1)
     print(f"finetune: error: {one_line(error)}", file=sys.stderr)
     sys.exit(EXIT_BAD_INPUT)
-
-
-def _quiet_libraries() -> None:
-    import warnings
-
-    import datasets
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
-    logging.getLogger("accelerate").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers|peft")
 
 
 def format_summary(results: dict[str, Any], run_dir: Path) -> str:

@@ -20,6 +20,7 @@ from finetune.cli import CONF_DIR
 from finetune.data import load_splits
 from finetune.engine import evaluate
 from finetune.errors import EXIT_BAD_INPUT, USER_ERRORS, UserError, one_line
+from finetune.logs import quiet_libraries
 from finetune.schema import Run, build_run
 from finetune.trained import TrainedRun, load_run
 
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run_dir", type=Path, help="the directory of a completed run")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. dataset=sst2 dataset.path=DIR")
     args = parser.parse_args(argv)
+    quiet_libraries()
     try:
         trained = load_run(args.run_dir)
         run = evaluation_run(trained, args.overrides)

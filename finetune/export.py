@@ -18,6 +18,7 @@ from peft import PeftModel
 
 from finetune.errors import EXIT_BAD_INPUT, UserError
 from finetune.loading import load_base_model
+from finetune.logs import quiet_libraries
 from finetune.schema import Run
 from finetune.trained import TrainedRun, load_run
 
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out_dir", type=Path, help="where the model directory goes (new or empty)")
     parser.add_argument("--merge", action="store_true", help="fold a LoRA or IA3 adapter into the base weights")
     args = parser.parse_args(argv)
+    quiet_libraries()
     try:
         out = export(load_run(args.run_dir), args.out_dir, args.merge)
     except UserError as error:

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from finetune.batching import sorted_batches
 from finetune.errors import EXIT_BAD_INPUT, UserError
+from finetune.logs import quiet_libraries
 from finetune.trained import TrainedRun, load_run
 
 
@@ -41,8 +42,8 @@ def predict(trained: TrainedRun, texts: list[str], batch_size: int = 32, progres
     return outputs
 
 
-def read_texts(path: Path, text_column: str) -> list[str]:
-    """Texts from a .txt (one a line), .jsonl or .csv file (the run's text column, else `text`)."""
+def read_texts(path: Path, columns: list[str]) -> list[str]:
+    """Texts from a .txt (one a line), or the first of `columns` that a .jsonl or .csv file has."""
     if not path.is_file():
         raise UserError(f"--file: '{path}' is not a file")
     if path.suffix == ".txt":
@@ -54,9 +55,11 @@ def read_texts(path: Path, text_column: str) -> list[str]:
             rows = list(csv.DictReader(handle))
     else:
         raise UserError(f"--file: '{path}' must be .txt, .jsonl or .csv")
-    column = next((name for name in (text_column, "text") if rows and name in rows[0]), None)
+    column = next((name for name in columns if rows and name in rows[0]), None)
     if column is None:
-        raise UserError(f"--file: '{path}' has no '{text_column}' or 'text' column")
+        found = ", ".join(rows[0]) if rows else "no rows"
+        raise UserError(f"--file: '{path}' has no column {' or '.join(repr(name) for name in columns)} "
+                        f"(columns: {found}); name one with --text-column")
     return [str(row[column]) for row in rows]
 
 
@@ -66,12 +69,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run_dir", type=Path, help="the directory of a completed run")
     parser.add_argument("texts", nargs="*", help="texts to predict")
     parser.add_argument("--file", type=Path, help="more texts: .txt (one a line), .jsonl or .csv")
+    parser.add_argument("--text-column", help="the --file column (.jsonl, .csv) holding the texts; "
+                                              "default: the run's dataset.text_column, else 'text'")
     parser.add_argument("--output", type=Path, help="write jsonl here instead of printing it")
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args(argv)
+    quiet_libraries()
     try:
         trained = load_run(args.run_dir)
-        texts = list(args.texts) + (read_texts(args.file, trained.run.dataset.text_column) if args.file else [])
+        columns = [args.text_column] if args.text_column else list(dict.fromkeys([trained.run.dataset.text_column, "text"]))
+        texts = list(args.texts) + (read_texts(args.file, columns) if args.file else [])
         if not texts:
             raise UserError("no texts: give them as arguments or with --file")
         outputs = predict(trained, texts, args.batch_size, progress=args.file is not None)

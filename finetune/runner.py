@@ -161,8 +161,9 @@ def _fit_source_length(run: Run, task: Task, model: nn.Module) -> int:
     virtual = getattr(run.method, "num_virtual_tokens", 0)  # soft prompts and prefixes take positions too
     available = positions - virtual - task.positions_after_source()
     if available < 1:
-        raise UserError(f"model: {run.model.name} has {positions} positions, fewer than the {positions - available} "
-                        "that the summary, generation.max_new_tokens and virtual tokens need; lower them")
+        raise UserError(f"model: {run.model.name} has {positions} positions, fewer than the {positions - available} that "
+                        "the output and any virtual tokens take; lower dataset.max_target_length, generation.max_new_tokens "
+                        "or method.num_virtual_tokens")
     if requested > available:
         log.warning("Inputs cut to %d tokens (not %d): %s has %d positions, and %d go to virtual tokens, the separator, "
                     "the summary or the generated tokens", available, requested, run.model.name, positions,

@@ -60,6 +60,22 @@ def test_predict_gives_labels_and_probabilities_in_input_order(sentiment_lora, c
     assert written == json.loads(json.dumps(outputs))
 
 
+def test_predict_reads_a_named_csv_column_and_prints_no_load_report(sentiment_lora, capsys, tmp_path):
+    csv_file = tmp_path / "reviews.csv"
+    csv_file.write_text("id,review\n" + "".join(f'{index},"{text}"\n' for index, text in enumerate(TEXTS)))
+
+    with pytest.raises(SystemExit) as refused:
+        predict_main([str(sentiment_lora), "--file", str(csv_file)])
+    assert refused.value.code == 2
+    assert "has no column 'text' (columns: id, review); name one with --text-column" in capsys.readouterr().err
+
+    predict_main([str(sentiment_lora), "--file", str(csv_file), "--text-column", "review"])
+    captured = capsys.readouterr()
+    assert [json.loads(line)["text"] for line in captured.out.splitlines()] == TEXTS
+    # the adapter's base loads without its trained head, which the adapter then brings: no MISSING report
+    assert "MISSING" not in captured.out + captured.err
+
+
 @pytest.mark.parametrize("merge", [False, True])
 def test_exported_model_in_a_pipeline_predicts_what_finetune_predict_does(sentiment_lora, tmp_path, merge):
     trained = load_run(sentiment_lora)
@@ -90,6 +106,22 @@ def test_multilabel_predictions_use_the_runs_threshold_and_export_to_a_sigmoid_p
     assert theirs == pytest.approx(outputs[1]["probabilities"], abs=1e-5)
 
 
+def test_predict_reads_a_named_csv_column_and_prints_no_load_report(sentiment_lora, capsys, tmp_path):
+    csv_file = tmp_path / "reviews.csv"
+    csv_file.write_text("id,review\n" + "".join(f'{index},"{text}"\n' for index, text in enumerate(TEXTS)))
+
+    with pytest.raises(SystemExit) as refused:
+        predict_main([str(sentiment_lora), "--file", str(csv_file)])
+    assert refused.value.code == 2
+    assert "has no column 'text' (columns: id, review); name one with --text-column" in capsys.readouterr().err
+
+    predict_main([str(sentiment_lora), "--file", str(csv_file), "--text-column", "review"])
+    captured = capsys.readouterr()
+    assert [json.loads(line)["text"] for line in captured.out.splitlines()] == TEXTS
+    # the adapter's base loads without its trained head, which the adapter then brings: no MISSING report
+    assert "MISSING" not in captured.out + captured.err
+
+
 @pytest.mark.parametrize("merge", [False, True])
 def test_exported_seq2seq_generates_the_summaries_finetune_predict_gives(lora_run, tiny_model, article_dir, tmp_path,
                                                                         merge):
@@ -115,7 +147,7 @@ def test_causal_summaries_come_from_predict_and_soft_prompts_do_not_merge(lora_r
 
     run_dir = lora_run("model=gpt_neo", f"model.path={tiny_model('gpt_neo')}", "method=prompt_tuning",
                        "dataset=cnn_dailymail", f"dataset.path={article_dir}", "dataset.max_source_length=32",
-                       "generation.max_new_tokens=6", "train.max_steps=1", "train.batch_size=8")
+                       "dataset.max_target_length=16", "generation.max_new_tokens=6", "train.max_steps=1", "train.batch_size=8")
     trained = load_run(run_dir)
     outputs = predict(trained, ["a short article.", "a somewhat longer article about a film."])
     assert all(isinstance(output["summary"], str) for output in outputs)
