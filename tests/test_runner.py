@@ -153,3 +153,19 @@ def test_loading_a_folder_that_is_not_a_run_model_is_refused(tmp_path):
 
     with pytest.raises(UserError, match="no config.json; is this the model/ folder of a completed run"):
         load_trained(tmp_path)
+
+
+def test_weight_decay_skips_every_bias_and_norm_whatever_its_name(tiny_model):
+    from transformers import GPTNeoForSequenceClassification
+
+    from finetune.engine import _optimizer
+    from finetune.schema import TrainSpec
+
+    model = GPTNeoForSequenceClassification.from_pretrained(tiny_model("gpt_neo"), num_labels=2)
+    decay, no_decay = _optimizer(model, TrainSpec(weight_decay=0.1), fused=False).param_groups
+    names = {id(parameter): name for name, parameter in model.named_parameters()}
+    undecayed = {names[id(parameter)] for parameter in no_decay["params"]}
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert {"transformer.h.0.ln_1.weight", "transformer.h.0.ln_2.weight", "transformer.ln_f.weight"} <= undecayed
+    assert all(names[id(parameter)].endswith("weight") and parameter.dim() == 2 for parameter in decay["params"])
+    assert all(parameter.dim() == 1 for parameter in no_decay["params"])

@@ -70,3 +70,19 @@ def test_method_values_are_checked(compose_run):
         compose_run("method=last_layers", "method.num_layers=0")
     with pytest.raises(UserError, match="^method.r:"):
         compose_run("method=lora", "method.r=0")
+
+
+def test_config_hash_ignores_bookkeeping_and_generation_where_nothing_generates(compose_run):
+    base = compose_run().config_hash()
+    for override in ("train.save_every_steps=50", "train.log_every_steps=3", "train.keep_checkpoints=5",
+                     "generation.num_beams=4", "hardware=cpu"):
+        assert compose_run(override).config_hash() == base, override
+    for override in ("train.lr=1e-3", "train.seed=1", "method=lora", "dataset.max_train_samples=10"):
+        assert compose_run(override).config_hash() != base, override
+
+
+def test_config_hash_covers_generation_where_the_run_generates(compose_run):
+    summarize = ("model=flan_t5", "dataset=cnn_dailymail", "dataset.path=.")
+    assert compose_run(*summarize).config_hash() != compose_run(*summarize, "generation.num_beams=4").config_hash()
+    text_to_text = ("model=flan_t5", "method=prompt_tuning")  # Flan-T5 classifies by generating label names
+    assert compose_run(*text_to_text).config_hash() != compose_run(*text_to_text, "generation.max_new_tokens=4").config_hash()
