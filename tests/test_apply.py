@@ -106,22 +106,6 @@ def test_multilabel_predictions_use_the_runs_threshold_and_export_to_a_sigmoid_p
     assert theirs == pytest.approx(outputs[1]["probabilities"], abs=1e-5)
 
 
-def test_predict_reads_a_named_csv_column_and_prints_no_load_report(sentiment_lora, capsys, tmp_path):
-    csv_file = tmp_path / "reviews.csv"
-    csv_file.write_text("id,review\n" + "".join(f'{index},"{text}"\n' for index, text in enumerate(TEXTS)))
-
-    with pytest.raises(SystemExit) as refused:
-        predict_main([str(sentiment_lora), "--file", str(csv_file)])
-    assert refused.value.code == 2
-    assert "has no column 'text' (columns: id, review); name one with --text-column" in capsys.readouterr().err
-
-    predict_main([str(sentiment_lora), "--file", str(csv_file), "--text-column", "review"])
-    captured = capsys.readouterr()
-    assert [json.loads(line)["text"] for line in captured.out.splitlines()] == TEXTS
-    # the adapter's base loads without its trained head, which the adapter then brings: no MISSING report
-    assert "MISSING" not in captured.out + captured.err
-
-
 @pytest.mark.parametrize("merge", [False, True])
 def test_exported_seq2seq_generates_the_summaries_finetune_predict_gives(lora_run, tiny_model, article_dir, tmp_path,
                                                                         merge):
