@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 LOCK_NAME = ".finetune.lock"
 RESULT_FILES = ("results.json", "checkpoints", "model")  # what only a run of ours writes
 HYDRA_FILES = (".hydra", "finetune.log", LOCK_NAME)  # written by this invocation; kept on restart
+IN_USE = "hydra.run.dir: {run_dir} is in use by another finetune process; wait for it, or choose another run dir"
 
 
 class Plan(Enum):
@@ -77,6 +78,8 @@ def plan_run_dir(run: Run) -> RunDirState:
             f"{record.get('config_hash')}); choose another run dir, or add restart=true to replace it")
     if status == "completed":
         return RunDirState(Plan.COMPLETE, record)
+    if RunLock.held(run_dir):
+        raise UserError(IN_USE.format(run_dir=run_dir))
     return RunDirState(Plan.RESUME, record)
 
 
@@ -98,10 +101,23 @@ class RunLock:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise UserError(f"hydra.run.dir: {self.path.parent} is in use by another finetune process; "
-                            "wait for it, or choose another run dir") from None
+            raise UserError(IN_USE.format(run_dir=self.path.parent)) from None
         self.handle = handle
         return self
+
+    @staticmethod
+    def held(run_dir: Path) -> bool:
+        """Whether a live process holds the run dir's lock (checked without creating the lock file)."""
+        path = run_dir / LOCK_NAME
+        if not path.is_file():
+            return False
+        with open(path, "rb") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
 
     def __exit__(self, *exc: object) -> None:
         if self.handle is not None:
