@@ -18,3 +18,5 @@ def quiet_libraries() -> None:
     datasets.logging.set_verbosity_error()
     logging.getLogger("accelerate").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers|peft")
+    # decoder-only models generate from embeddings on purpose (finetune.tasks.generation)
+    warnings.filterwarnings("ignore", message="Passing `no_repeat_ngram_size` with `inputs_embeds`")

@@ -25,36 +25,35 @@ def generate(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Te
     )
     if model.config.is_encoder_decoder:
         generated = model.generate(input_ids=input_ids, attention_mask=attention_mask, **settings)
-    elif _has_soft_prompt(model):
-        generated = _generate_after_soft_prompt(model, input_ids, attention_mask, settings)
-    else:  # decoder-only models return the prompt too
-        generated = model.generate(input_ids=input_ids, attention_mask=attention_mask, **settings)[:, input_ids.shape[1]:]
+    else:
+        generated = _generate_decoder_only(model, input_ids, attention_mask, settings)
     return generated.masked_fill(generated == tokenizer.pad_token_id, IGNORE)
 
 
-def _has_soft_prompt(model: nn.Module) -> bool:
-    return isinstance(model, PeftModel) and model.active_peft_config.peft_type == PeftType.PROMPT_TUNING
+def _generate_decoder_only(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                           settings: dict[str, Any]) -> torch.Tensor:
+    """A decoder-only model continues its left-padded prompts from their input embeddings.
 
-
-def _generate_after_soft_prompt(model: PeftModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                                settings: dict[str, Any]) -> torch.Tensor:
-    """A decoder-only model continues [left padding][soft prompt][prompt tokens], row by row.
-
-    Generating through the base model with the soft prompt already in the input embeddings gives
-    every token the position the attention mask says (as for any left-padded batch) and feeds one
-    new token per decoding step. peft's own route gives padded rows shifted positions (it drops
-    position ids) and, with transformers 5.24, inserts the soft prompt again at every step.
+    From embeddings, `generate` returns the new tokens only, and `no_repeat_ngram_size` looks at
+    them alone, as for an encoder-decoder (not at the document being summarized). A prompt-tuning
+    soft prompt goes between each row's left padding and its tokens, and the base model generates:
+    positions then come from the attention mask, as for any left-padded batch, and every decoding
+    step feeds one new token. (peft's own route gives padded rows shifted positions, since it drops
+    position ids, and with transformers 5.24 inserts the soft prompt again at every step.)
     """
-    base = model.get_base_model()
-    soft_prompt = model.get_prompt(input_ids.shape[0]).to(base.dtype)  # (B, virtual tokens, width)
-    embeddings = base.get_input_embeddings()(input_ids)
+    soft_prompted = isinstance(model, PeftModel) and model.active_peft_config.peft_type == PeftType.PROMPT_TUNING
+    generator = model.get_base_model() if soft_prompted else model
+    embeddings = generator.get_input_embeddings()(input_ids)
+    if not soft_prompted:
+        return generator.generate(inputs_embeds=embeddings, attention_mask=attention_mask, **settings)
+    soft_prompt = model.get_prompt(input_ids.shape[0]).to(embeddings.dtype)  # (B, virtual tokens, width)
     virtual = torch.ones(soft_prompt.shape[1], dtype=attention_mask.dtype, device=attention_mask.device)
     rows, masks = [], []
     for row in range(input_ids.shape[0]):
         padding = int((attention_mask[row] == 0).sum())  # left padding: the first `padding` positions
         rows.append(torch.cat([embeddings[row, :padding], soft_prompt[row], embeddings[row, padding:]]))
         masks.append(torch.cat([attention_mask[row, :padding], virtual, attention_mask[row, padding:]]))
-    return base.generate(inputs_embeds=torch.stack(rows), attention_mask=torch.stack(masks), **settings)
+    return generator.generate(inputs_embeds=torch.stack(rows), attention_mask=torch.stack(masks), **settings)
 
 
 def decode(tokenizer: PreTrainedTokenizerBase, batches: list[np.ndarray]) -> list[str]:
