@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 
-def finetune(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def finetune(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "finetune", *args], capture_output=True, text=True, timeout=120,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **(env or {})}, cwd=cwd,
     )
 
 
@@ -67,3 +68,54 @@ def test_a_failed_run_is_recorded_as_failed(tmp_path):
     record = json.loads((tmp_path / "results.json").read_text())
     assert record["status"] == "failed"
     assert "is not a directory" in record["error"]
+
+
+def test_a_config_error_leaves_no_run_folder_behind(tmp_path):
+    result = finetune("train.lr=-1", cwd=tmp_path)  # the default run dir, under ./outputs
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["finetune: error: train.lr: must be > 0, got -1.0"]
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_file_in_another_encoding_is_one_line_that_says_how_to_read_it(tiny_bert, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = b"".join(b'{"text": "caf\xe9 number %d", "label": %d}\n' % (index, index % 2) for index in range(20))
+    (data / "train.jsonl").write_bytes(b'{"text": "good", "label": 1}\n' + rows)
+    result = finetune("dataset=local", f"dataset.path={data}", f"hydra.run.dir={tmp_path / 'run'}")
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [  # not Hydra's "Error executing job", nor datasets' log lines
+        f"finetune: error: {data / 'train.jsonl'}: line 2 is not valid utf-8 (byte b'\\xe9'); set dataset.encoding "
+        "(e.g. dataset.encoding=latin-1) or re-encode the file as UTF-8"]
+
+    again = finetune("dataset=local", f"dataset.path={data}", "dataset.encoding=latin-1", "model=bert",
+                     f"model.path={tiny_bert}", "hardware=cpu", "train.max_steps=1", f"hydra.run.dir={tmp_path / 'run2'}")
+    assert again.returncode == 0, again.stderr[-2000:]  # read as Latin-1: the run completes
+
+
+def test_hydra_flags_that_do_not_combine_are_one_line(tmp_path):
+    result = finetune("-m", "method=full,lora", "--cfg", "job", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "finetune: error: Only one of --run, --multirun, --cfg, --info and --shell_completion can be specified "
+        "(see finetune --help)"]
+
+
+def test_smoke_runs_without_tiny_models_say_how_to_build_them(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key != "FINETUNE_TINY_MODELS"}
+    result = subprocess.run([sys.executable, "-m", "finetune", "+smoke=tiny"], capture_output=True, text=True,
+                            timeout=120, env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "python -m finetune.tiny ~/.cache/finetune-tiny" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_help_says_what_finetune_does_and_lists_the_companion_commands(tmp_path):
+    result = finetune("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.startswith("finetune: fine-tune a transformer model")
+    assert "schema/method" not in result.stdout
+    assert "  method: full, head_only" in result.stdout
+    for command in ("finetune-report", "finetune-predict", "finetune-eval", "finetune-export"):
+        assert f"  {command} " in result.stdout
