@@ -21,6 +21,7 @@ from finetune.errors import UserError
 from finetune.schema import Run
 
 HPARAM_TRAIN_KEYS = ("lr", "epochs", "batch_size", "grad_accum", "seed", "weight_decay", "warmup_ratio")
+HPARAM_DATA_KEYS = ("max_train_samples", "max_eval_samples", "max_source_length")
 LIBRARIES = ("finetune", "torch", "transformers", "peft", "datasets", "accelerate", "hydra-core")
 
 
@@ -118,11 +119,14 @@ class Tracker:
         settings: dict[str, Any] = {"model": run.model.name, "dataset": run.dataset.name}
         settings.update({f"method.{key}": value for key, value in asdict(run.method).items()})
         settings.update({f"train.{key}": getattr(run.train, key) for key in HPARAM_TRAIN_KEYS})
+        settings.update({f"dataset.{key}": getattr(run.dataset, key) for key in HPARAM_DATA_KEYS})
         main = outcome["main_metric"]
         results = {f"hparam/{role}_{main}": values[main] for role, values in outcome["metrics"].items()}
         results.update({"hparam/trainable_params": outcome["params"]["trainable"],
                         "hparam/train_seconds": outcome["train_seconds"], "hparam/peak_memory_mb": outcome["peak_memory_mb"]})
-        kept = {key: value for key, value in settings.items() if isinstance(value, (int, float, str, bool))}
+        # TensorBoard takes numbers, text and booleans: unset keys read "null", lists as JSON
+        kept = {key: value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
+                for key, value in settings.items()}
         self.writer.add_hparams(kept, results, run_name="hparams")
 
     def text(self, tag: str, markdown: str, step: int) -> None:

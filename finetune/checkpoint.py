@@ -40,6 +40,8 @@ class LoopState:
     bad_epochs: int = 0
     stopped_early: bool = False
     config_hash: str = ""
+    train_loss: list[list[float]] = field(default_factory=list)  # [optimizer step, mean loss since the last point]
+    validation_curve: list[dict[str, float]] = field(default_factory=list)  # per epoch: epoch, step, metrics
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -43,6 +43,8 @@ class FitSummary:
     stopped_early: bool
     resumed_from_step: int | None
     skipped_batches: int
+    train_loss: list[list[float]]  # learning curve: [optimizer step, mean training loss since the last point]
+    validation_curve: list[dict[str, float]]  # per epoch: epoch, step and the validation metrics
     best_validation: dict[str, float]  # validation metrics of the best epoch
 
 
@@ -143,7 +145,7 @@ class Trainer:
             train_seconds=state.train_seconds, train_samples_per_second=state.samples / seconds,
             train_tokens_per_second=state.tokens / seconds, stopped_early=state.stopped_early,
             resumed_from_step=Checkpoints.step(resume_from), skipped_batches=self.skipped_batches,
-            best_validation=state.best_metrics,
+            train_loss=state.train_loss, validation_curve=state.validation_curve, best_validation=state.best_metrics,
         )
 
     def _start_state(self, resume_from: Path | None, config_hash: str) -> LoopState:
@@ -195,6 +197,8 @@ class Trainer:
             if state.step >= total_steps:
                 break
         self._check_finite(first_bad_step)
+        if window_batches:  # the steps since the last log point: every run's curve reaches its last step
+            self._log_train(state, window_loss.item() / window_batches, progress)
         state.tokens += int(self.accelerator.reduce(tokens, "sum").item())
 
     def _step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -241,6 +245,7 @@ class Trainer:
 
     def _log_train(self, state: LoopState, mean_loss: float, progress: tqdm) -> None:
         rate = state.samples / state.train_seconds
+        state.train_loss.append([state.step, mean_loss])
         self.tracker.log("train", {"loss": mean_loss, "lr": self.scheduler.get_last_lr()[0], "samples_per_second": rate},
                          state.step)
         progress.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{rate:.1f}")
@@ -255,6 +260,7 @@ class Trainer:
         """Evaluate, keep the best epoch, decide on early stopping, checkpoint."""
         metrics = evaluate(self.model, self.validation_loader, self.task, self.accelerator).metrics
         self.tracker.log("validation", metrics, state.step)
+        state.validation_curve.append({"epoch": state.epoch + 1, "step": state.step, **metrics})
         log.info("Epoch %d: validation %s", state.epoch + 1, "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         score = metrics[self.task.main_metric]
         if score > state.best_score:

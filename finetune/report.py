@@ -1,7 +1,10 @@
 """`finetune-report DIR...`: one table of every results.json under the given directories.
 
-Reads only files: report.md, report.csv and PNG plots (finetune.plots) are written in the first
-directory, and the markdown table is printed. Failed and running runs are listed, not dropped.
+A row is a configuration: runs that differ only in `train.seed` are its replicates (mean ± std over
+seeds, and n), and every config key that differs among the runs gets a column. Reads only files:
+report.md, report.csv (configurations), runs.csv (one row a run) and PNG plots (finetune.plots)
+are written in the first directory, and the markdown table is printed. Failed and running runs
+are counted, not dropped.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from typing import Any
 from finetune.artifacts import write_text_atomic
 from finetune.errors import EXIT_BAD_INPUT
 from finetune.plots import write_plots
+from finetune.studies import Configuration, configurations, flatten, swept_keys, versus_best
 
 COLUMNS = (
     "model", "method", "dataset", "status", "metric", "validation", "test", "trainable", "trainable_%",
     "train_s", "samples_s", "peak_memory_mb", "run",
-)
+)  # runs.csv; report.md and report.csv add the swept keys, n and the comparison with the best
 
 
 def collect(directories: list[Path]) -> list[dict[str, Any]]:
@@ -52,6 +56,10 @@ def _row(record: dict[str, Any], run: Path) -> dict[str, Any]:
         "samples_s": record.get("train_samples_per_second"),
         "peak_memory_mb": record.get("peak_memory_mb"),
         "run": str(run),
+        "config": flatten(record.get("config", {})),
+        "seed": record.get("config", {}).get("train", {}).get("seed"),
+        "train_loss": record.get("training", {}).get("train_loss", []),
+        "validation_curve": record.get("training", {}).get("validation_curve", []),
     }
 
 
@@ -59,24 +67,56 @@ FORMATS = {"validation": "{:.4f}", "test": "{:.4f}", "trainable": "{:,}", "train
            "train_s": "{:,.1f}", "samples_s": "{:,.1f}", "peak_memory_mb": "{:,.0f}"}
 
 
-def _cell(column: str, value: Any) -> str:
+def table(configs: list[Configuration], keys: list[str]) -> list[dict[str, Any]]:
+    """One row per configuration: its swept keys' values, n, mean ± std and the paired difference."""
+    differences = versus_best(configs)
+    rows = []
+    for index, config in enumerate(configs):
+        first = config.runs[0]
+        validation, validation_std = config.spread("validation")
+        test, test_std = config.spread("test")
+        trainable = config.mean("trainable")
+        rows.append({
+            "model": first["model"], "method": first["method"], "dataset": first["dataset"], **config.settings,
+            "status": config.status(), "n": len(config.completed), "metric": first["metric"],
+            "validation": validation, "validation_std": validation_std, "test": test, "test_std": test_std,
+            "test_vs_best": differences.get(index),
+            "trainable": None if trainable is None else round(trainable), "trainable_%": config.mean("trainable_%"),
+            "train_s": config.mean("train_s"), "samples_s": config.mean("samples_s"),
+            "peak_memory_mb": config.mean("peak_memory_mb"),
+            "runs": " ".join(run["run"] for run in config.runs),
+        })
+    return rows
+
+
+def _cell(row: dict[str, Any], column: str) -> str:
+    value = row[column]
     if value is None:
         return "–"
+    if column in ("validation", "test") and row[f"{column}_std"] is not None:
+        return f"{value:.4f} ± {row[f'{column}_std']:.4f}"
+    if column == "test_vs_best":
+        return f"{value.mean:+.4f} [{value.low:+.4f}, {value.high:+.4f}]"
     return FORMATS.get(column, "{}").format(value)
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
-    """The rows as a markdown table, numbers rounded for reading (the CSV keeps them whole)."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cell(column, row[column]) for column in COLUMNS) + " |" for row in rows]
+def markdown(rows: list[dict[str, Any]], keys: list[str]) -> str:
+    """The configurations as a markdown table, numbers rounded for reading (the CSV keeps them whole)."""
+    columns = ["model", "method", "dataset", *keys, "status", "n", "metric", "validation", "test", "test_vs_best",
+               "trainable", "trainable_%", "train_s", "samples_s", "peak_memory_mb", "runs"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row, column) for column in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
-def to_csv(rows: list[dict[str, Any]]) -> str:
+def to_csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    for row in rows:
+        difference = row.get("test_vs_best")
+        writer.writerow({**row, **({"test_vs_best": difference.mean, "test_vs_best_low": difference.low,
+                                    "test_vs_best_high": difference.high} if difference else {"test_vs_best": None})})
     return buffer.getvalue()
 
 
@@ -93,10 +133,15 @@ def main(argv: list[str] | None = None) -> None:
     if not rows:
         print(f"finetune-report: error: no results.json under {', '.join(map(str, args.directories))}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
-    table = markdown(rows)
+    keys = swept_keys(rows)
+    configs = configurations(rows, keys)
+    summary = table(configs, keys)
+    text = markdown(summary, keys)
     out = args.directories[0]
-    write_text_atomic(out / "report.md", table)
-    write_text_atomic(out / "report.csv", to_csv(rows))
-    plots = write_plots(rows, out)
-    print(table + f"\n{len(rows)} runs; wrote {out / 'report.md'}, {out / 'report.csv'}"
-          + "".join(f", {path.name}" for path in plots))
+    write_text_atomic(out / "report.md", text)
+    write_text_atomic(out / "report.csv", to_csv(summary, [*summary[0]][:-1] + ["test_vs_best_low", "test_vs_best_high", "runs"]))
+    write_text_atomic(out / "runs.csv", to_csv(rows, [*COLUMNS, *(f"config.{key}" for key in keys), "seed"]))
+    plots = write_plots(configs, out)
+    swept = f"; swept: {', '.join(keys)}" if keys else ""
+    print(text + f"\n{len(rows)} runs in {len(configs)} configurations{swept}; wrote {out / 'report.md'}, "
+          f"{out / 'report.csv'}, {out / 'runs.csv'}" + "".join(f", {path.name}" for path in plots))

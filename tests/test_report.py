@@ -38,10 +38,12 @@ def test_rows_carry_the_numbers_of_each_results_file(sweep):
 def test_command_writes_markdown_and_csv_and_prints_the_table(sweep, capsys):
     main([str(sweep)])
     printed = capsys.readouterr().out
-    assert "| minilm | lora | rt | completed | accuracy | 0.8100 | 0.8000 | 50 | 5.00 | 12.5 | 80.0 | 900 |" in printed
-    assert "| minilm | full | rt | failed |" in printed
+    assert "| minilm | lora | rt | completed | 1 | accuracy | 0.8100 | 0.8000 | – | 50 | 5.00 | 12.5 | 80.0 | 900 |" in printed
+    assert "| minilm | full | rt | failed | 0 |" in printed  # counted, with no metrics
     rows = list(csv.DictReader((sweep / "report.csv").open()))
     assert [r["status"] for r in rows] == ["failed", "completed"] and rows[1]["test"] == "0.8"
+    runs = list(csv.DictReader((sweep / "runs.csv").open()))
+    assert [r["run"] for r in runs] == ["1_minilm_full", "0_minilm_lora"]
     assert (sweep / "report.md").read_text() in printed
 
 
@@ -79,11 +81,78 @@ def test_hparams_of_a_run_reach_tensorboard(tiny_run):
 
     from finetune.runner import execute
 
-    run = tiny_run("method=head_only", "train.epochs=1")
+    run = tiny_run("method=lora", "train.epochs=1")
     results = execute(run)
     events = EventAccumulator(str(Path(run.output_dir) / "tensorboard" / "hparams")).Reload()
     assert events.Scalars("hparam/test_accuracy")[0].value == pytest.approx(results["metrics"]["test"]["accuracy"])
     assert events.Scalars("hparam/trainable_params")[0].value == results["params"]["trainable"]
     plugin = events.PluginTagToContent("hparams")
     assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(plugin)
-    assert b"train.lr" in plugin["_hparams_/session_start_info"] and b"head_only" in plugin["_hparams_/session_start_info"]
+    session = plugin["_hparams_/session_start_info"]
+    assert b"train.lr" in session and b"lora" in session
+    for key in (b"method.r", b"method.alpha", b"method.target_modules", b"dataset.max_train_samples"):
+        assert key in session, key
+
+
+def study_run(directory, method: str, lr: float, seed: int, validation: float, test: float, epochs: int = 2):
+    """A completed run's results.json as finetune writes it, with its config and learning curves."""
+    config = {"model": {"name": "minilm"}, "method": {"name": method, "r": 8}, "dataset": {"name": "rt"},
+              "train": {"lr": lr, "seed": seed, "epochs": epochs}, "output_dir": str(directory), "overrides": []}
+    curve = [{"epoch": e + 1, "step": 10 * (e + 1), "accuracy": validation - 0.01 * (epochs - e - 1)} for e in range(epochs)]
+    write_result(directory, model="minilm", method=method, dataset="rt", status="completed", main_metric="accuracy",
+                 config=config, metrics={"validation": {"accuracy": validation}, "test": {"accuracy": test}},
+                 params={"trainable": 50, "total": 1000}, train_seconds=10.0, train_samples_per_second=80.0,
+                 peak_memory_mb=900.0,
+                 training={"train_loss": [[5 * k, 1.0 / k] for k in range(1, 5)], "validation_curve": curve})
+
+
+@pytest.fixture
+def seeded_study(tmp_path):
+    """lora at two learning rates and full, three seeds each: full is best and beats lr 1e-4 on every seed."""
+    scores = {("full", 5e-5): [0.84, 0.85, 0.86], ("lora", 1e-4): [0.80, 0.81, 0.83], ("lora", 5e-4): [0.83, 0.85, 0.85]}
+    for index, ((method, lr), tests) in enumerate(scores.items()):
+        for seed, test in zip((1, 2, 3), tests):
+            study_run(tmp_path / f"{index}{seed}_{method}", method, lr, seed, validation=test + 0.01, test=test)
+    return tmp_path
+
+
+def test_seeds_are_replicates_and_swept_keys_are_columns(seeded_study, capsys):
+    main([str(seeded_study)])
+    printed = capsys.readouterr().out
+    header = printed.splitlines()[0]
+    assert "| train.lr | status | n |" in header and "train.seed" not in header
+    assert "3 runs" not in printed and "9 runs in 3 configurations; swept: train.lr" in printed
+    rows = {(row["method"], row["train.lr"]): row for row in csv.DictReader((seeded_study / "report.csv").open())}
+    lora = rows["lora", "0.0001"]
+    assert lora["n"] == "3"
+    assert float(lora["test"]) == pytest.approx(0.8133333, abs=1e-6)
+    assert float(lora["test_std"]) == pytest.approx(0.0152753, abs=1e-6)
+    assert "0.8133 ± 0.0153" in printed
+
+
+def test_each_configuration_is_compared_with_the_best_paired_by_seed(seeded_study, capsys):
+    main([str(seeded_study)])
+    rows = {(row["method"], row["train.lr"]): row for row in csv.DictReader((seeded_study / "report.csv").open())}
+    assert rows["full", "5e-05"]["test_vs_best"] == ""  # the best itself
+    worse = rows["lora", "0.0001"]  # differences by seed: -0.04, -0.04, -0.03
+    assert float(worse["test_vs_best"]) == pytest.approx(-0.0366667, abs=1e-6)
+    assert float(worse["test_vs_best_high"]) < 0  # the interval excludes 0: full beats it
+    close = rows["lora", "0.0005"]  # -0.01, 0.0, -0.01: the interval includes 0
+    assert float(close["test_vs_best_low"]) < 0 < float(close["test_vs_best_high"])
+
+
+def test_learning_curves_and_error_bars_are_drawn(seeded_study, capsys):
+    main([str(seeded_study)])
+    printed = capsys.readouterr().out
+    for name in ("rt_learning_curves.png", "rt_quality_vs_params.png", "rt_model_x_method.png"):
+        assert name in printed and (seeded_study / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_family_or_method_fact_is_not_a_swept_key(tmp_path, capsys):
+    study_run(tmp_path / "a", "lora", 5e-4, 1, 0.8, 0.8)
+    study_run(tmp_path / "b", "full", 5e-4, 1, 0.8, 0.8)
+    record = json.loads((tmp_path / "b" / "results.json").read_text())
+    record["config"]["method"] = {"name": "full"}  # no rank: full fine-tuning has none
+    (tmp_path / "b" / "results.json").write_text(json.dumps(record))
+    main([str(tmp_path)])
+    assert "swept:" not in capsys.readouterr().out  # method.r exists for lora only; lr and the rest agree

@@ -169,3 +169,17 @@ def test_weight_decay_skips_every_bias_and_norm_whatever_its_name(tiny_model):
     assert {"transformer.h.0.ln_1.weight", "transformer.h.0.ln_2.weight", "transformer.ln_f.weight"} <= undecayed
     assert all(names[id(parameter)].endswith("weight") and parameter.dim() == 2 for parameter in decay["params"])
     assert all(parameter.dim() == 1 for parameter in no_decay["params"])
+
+
+def test_results_keep_learning_curves_and_a_short_run_logs_its_last_step(tiny_run):
+    run = tiny_run("train.epochs=2", "train.log_every_steps=1000", "dataset.max_train_samples=48")
+    results = execute(run)
+
+    training = results["training"]
+    steps = training["optimizer_steps"]  # 3 a epoch: far fewer than log_every_steps
+    assert [point[0] for point in training["train_loss"]] == [steps // 2, steps]  # each epoch's end
+    assert all(loss > 0 for _, loss in training["train_loss"])
+    assert [point["epoch"] for point in training["validation_curve"]] == [1, 2]
+    assert max(point["accuracy"] for point in training["validation_curve"]) == results["metrics"]["validation"]["accuracy"]
+    events = EventAccumulator(str(Path(run.output_dir) / "tensorboard")).Reload()
+    assert [event.step for event in events.Scalars("train/loss")] == [steps // 2, steps]

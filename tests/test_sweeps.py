@@ -90,7 +90,7 @@ def test_every_experiment_and_its_smoke_variant_compose_into_valid_runs(compose_
     choices = {key: str(value).split(",") for key, value in sweep.hydra.sweeper.params.items()}
     assert sweep.hydra.sweep.dir == f"outputs/experiments/{experiment}"  # fixed, so a rerun resumes
     for model in choices.get("model", [None]):
-        for method in choices["method"]:
+        for method in choices.get("method", [None]):
             picked = [f"{group}={value}" for group, value in (("model", model), ("method", method)) if value]
             for dataset in choices.get("dataset", [None]):
                 extra = [f"dataset={dataset}"] if dataset else []
@@ -111,3 +111,21 @@ def test_a_smoke_experiment_runs_on_tiny_models(tiny_model, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "2 runs: 2 completed" in result.stdout
     assert {row["method"] for row in collect([tmp_path / "sweep"])} == {"svm_embeddings", "full"}
+
+
+@pytest.mark.slow
+def test_the_replicates_preset_gives_one_report_row_per_configuration(tiny_bert, sentiment_dir, tmp_path, capsys):
+    sweep = tmp_path / "study"
+    result = finetune("-m", "+experiment=replicates", *tiny_args(tiny_bert, sentiment_dir), "method=full,head_only",
+                      "train.epochs=2", "dataset.max_train_samples=32", "dataset.max_eval_samples=16",
+                      f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "6 runs: 6 completed" in result.stdout
+
+    from finetune.report import main as report
+
+    report([str(sweep)])
+    printed = capsys.readouterr().out
+    assert "6 runs in 2 configurations" in printed
+    assert printed.count("| completed | 3 | accuracy |") == 2
+    assert (sweep / "local_learning_curves.png").is_file()

@@ -1,0 +1,129 @@
+"""From runs to the answers a study asks for: which config keys were swept, each configuration's
+seeds as replicates (mean, standard deviation, n), and how each configuration compares with the
+data set's best one, paired by seed, with a 95% confidence interval.
+
+Pure functions over the rows `finetune.report.collect` reads from results.json files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from scipy import stats
+
+SEED_KEY = "train.seed"
+NOT_SETTINGS = ("output_dir", "overrides", "restart", SEED_KEY)  # where a run went, not what it computed
+IDENTITY = ("model.name", "method.name", "dataset.name")  # always shown as model, method, dataset
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """{'train': {'lr': 1e-3}} -> {'train.lr': '0.001'}; values as JSON text, so lists compare too."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value if isinstance(value, str) else json.dumps(value)
+    return flat
+
+
+def swept_keys(rows: list[dict[str, Any]]) -> list[str]:
+    """Config keys whose value differs among the runs (seeds aside), in the config's order.
+
+    A key of the model, method or data set group counts only where it differs between runs of the
+    same family, method or data set: another family's layer paths are not a swept setting.
+    """
+    configs = [row["config"] for row in rows if row["config"]]
+    keys = dict.fromkeys(key for config in configs for key in config)
+    return [key for key in keys if key not in NOT_SETTINGS and key not in IDENTITY and _varies(key, configs)]
+
+
+def _varies(key: str, configs: list[dict[str, str]]) -> bool:
+    group = key.split(".", 1)[0]
+    scoped = f"{group}.name" in IDENTITY
+    values: dict[str, set[str]] = {}
+    for config in configs:
+        if key in config:
+            values.setdefault(config.get(f"{group}.name", "") if scoped else "", set()).add(config[key])
+    return any(len(found) > 1 for found in values.values())
+
+
+@dataclass
+class Configuration:
+    """The runs of one configuration: the same settings, any seeds."""
+
+    settings: dict[str, str]  # the swept keys' values
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def completed(self) -> list[dict[str, Any]]:
+        return [run for run in self.runs if run["status"] == "completed"]
+
+    def scores(self, split: str) -> dict[str, float]:
+        """Seed -> the main metric on `split`, over the completed runs that have it."""
+        return {run["seed"]: run[split] for run in self.completed if run[split] is not None}
+
+    def mean(self, column: str) -> float | None:
+        values = [run[column] for run in self.completed if run[column] is not None]
+        return statistics.fmean(values) if values else None
+
+    def spread(self, split: str) -> tuple[float | None, float | None]:
+        """Mean and sample standard deviation of the main metric (std None for fewer than 2 seeds)."""
+        values = list(self.scores(split).values())
+        if not values:
+            return None, None
+        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+    def status(self) -> str:
+        counts: dict[str, int] = {}
+        for run in self.runs:
+            counts[run["status"]] = counts.get(run["status"], 0) + 1
+        return counts.popitem()[0] if len(counts) == 1 else ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+
+
+def configurations(rows: list[dict[str, Any]], keys: list[str]) -> list[Configuration]:
+    """Runs grouped by model, method, data set and the swept keys: seeds are replicates."""
+    groups: dict[tuple, Configuration] = {}
+    for row in rows:
+        identity = (row["model"], row["method"], row["dataset"]) if row["config"] else (row["run"],)
+        settings = {key: row["config"].get(key, "–") for key in keys}
+        group = groups.setdefault((*identity, *settings.values()), Configuration(settings))
+        group.runs.append(row)
+    return list(groups.values())
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    mean: float  # test metric of this configuration minus the best one's, averaged over shared seeds
+    low: float  # 95% confidence interval (t distribution over the paired differences)
+    high: float
+    seeds: int
+
+
+def versus_best(configs: list[Configuration]) -> dict[int, PairedDifference]:
+    """For each configuration (by index), its test difference from its data set's best configuration
+    (best validation mean), paired by seed; only where at least two seeds are shared."""
+    compared: dict[int, PairedDifference] = {}
+    datasets = {config.runs[0]["dataset"] for config in configs}
+    for dataset in datasets:
+        candidates = [i for i, config in enumerate(configs)
+                      if config.runs[0]["dataset"] == dataset and config.spread("validation")[0] is not None]
+        if not candidates:
+            continue
+        best = max(candidates, key=lambda i: configs[i].spread("validation")[0])
+        best_scores = configs[best].scores("test")
+        for i in candidates:
+            scores = configs[i].scores("test")
+            shared = sorted(set(scores) & set(best_scores))
+            if i == best or len(shared) < 2:
+                continue
+            differences = [scores[seed] - best_scores[seed] for seed in shared]
+            mean, deviation = statistics.fmean(differences), statistics.stdev(differences)
+            half = stats.t.ppf(0.975, len(shared) - 1) * deviation / math.sqrt(len(shared))
+            compared[i] = PairedDifference(mean, mean - half, mean + half, len(shared))
+    return compared
