@@ -44,10 +44,11 @@ def _label(group: list[Configuration]) -> str:
     return f"{group[0].runs[0]['metric']} ({split}{', mean ± std over seeds' if seeds > 1 else ''})"
 
 
-def _name(config: Configuration) -> str:
-    """The configuration in a few words: method and swept settings (keys shortened to their last part)."""
-    settings = " ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in config.settings.items())
-    return f"{config.runs[0]['method']} {settings}".strip()
+def _name(config: Configuration, lead: str = "method") -> str:
+    """The configuration in a few words: its method (or model) and swept settings, keys shortened."""
+    settings = " ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in config.settings.items()
+                        if value not in ("–", "null"))
+    return f"{config.runs[0][lead]} {settings}".strip()
 
 
 def _scatter(group: list[Configuration], x_key: str, x_label: str, path: Path) -> Path:
@@ -60,8 +61,7 @@ def _scatter(group: list[Configuration], x_key: str, x_label: str, path: Path) -
         axes.errorbar([config.mean(x_key) for config in points], means, yerr=[d or 0 for d in deviations],
                       fmt="o", capsize=3, label=method, markersize=6)
         for config, mean in zip(points, means):
-            label = " ".join([config.runs[0]["model"], *(str(v) for v in config.settings.values())])
-            axes.annotate(label, (config.mean(x_key), mean), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            axes.annotate(_name(config, lead="model"), (config.mean(x_key), mean), fontsize=7, xytext=(3, 3), textcoords="offset points")
     axes.set_xscale("log")
     axes.set_xlabel(x_label)
     axes.set_ylabel(_label(group))
@@ -100,7 +100,7 @@ def _heat_map(group: list[Configuration], path: Path) -> Path:
 def _learning_curves(group: list[Configuration], path: Path) -> Path:
     """Training loss by step and the validation metric by epoch, one line per configuration (seed mean)."""
     metric = group[0].runs[0]["metric"]
-    figure, (loss_axes, metric_axes) = plt.subplots(1, 2, figsize=(11, 4.5))
+    figure, (loss_axes, metric_axes) = plt.subplots(1, 2, figsize=(13, 4.5 + 0.12 * len(group)))
     for config in group:
         runs = [run for run in config.completed if run["validation_curve"]]
         if not runs:
@@ -119,7 +119,7 @@ def _learning_curves(group: list[Configuration], path: Path) -> Path:
     metric_axes.xaxis.get_major_locator().set_params(integer=True)
     for axes in (loss_axes, metric_axes):
         axes.grid(alpha=0.3)
-    metric_axes.legend(fontsize=7, loc="best")
+    metric_axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     return _save(figure, path)
 
 

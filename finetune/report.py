@@ -20,7 +20,7 @@ from typing import Any
 from finetune.artifacts import write_text_atomic
 from finetune.errors import EXIT_BAD_INPUT
 from finetune.plots import write_plots
-from finetune.studies import Configuration, configurations, flatten, swept_keys, versus_best
+from finetune.studies import Configuration, best_per_method, configurations, flatten, swept_keys, versus_best
 
 COLUMNS = (
     "model", "method", "dataset", "status", "metric", "validation", "test", "trainable", "trainable_%",
@@ -124,6 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point of finetune-report."""
     parser = argparse.ArgumentParser(prog="finetune-report", description=__doc__.splitlines()[0])
     parser.add_argument("directories", nargs="+", type=Path, help="run, multirun or outputs directories")
+    parser.add_argument("--best", action="store_true",
+                        help="one row per model, method and data set: its configuration with the best validation mean")
     args = parser.parse_args(argv)
     missing = [str(d) for d in args.directories if not d.is_dir()]
     if missing:
@@ -135,7 +137,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_BAD_INPUT)
     keys = swept_keys(rows)
     configs = configurations(rows, keys)
-    summary = table(configs, keys)
+    summary, counted = table(configs, keys), f"{len(rows)} runs in {len(configs)} configurations"
+    if args.best:
+        chosen = best_per_method(configs)
+        summary, configs = [summary[index] for index in chosen], [configs[index] for index in chosen]
     text = markdown(summary, keys)
     out = args.directories[0]
     write_text_atomic(out / "report.md", text)
@@ -143,5 +148,6 @@ def main(argv: list[str] | None = None) -> None:
     write_text_atomic(out / "runs.csv", to_csv(rows, [*COLUMNS, *(f"config.{key}" for key in keys), "seed"]))
     plots = write_plots(configs, out)
     swept = f"; swept: {', '.join(keys)}" if keys else ""
-    print(text + f"\n{len(rows)} runs in {len(configs)} configurations{swept}; wrote {out / 'report.md'}, "
+    best = "; each method's validation-best shown" if args.best else ""
+    print(text + f"\n{counted}{swept}{best}; wrote {out / 'report.md'}, "
           f"{out / 'report.csv'}, {out / 'runs.csv'}" + "".join(f", {path.name}" for path in plots))

@@ -15,8 +15,13 @@ from typing import Any
 
 from scipy import stats
 
+from finetune.schema import TRAIN_BOOKKEEPING
+
 SEED_KEY = "train.seed"
-NOT_SETTINGS = ("output_dir", "overrides", "restart", SEED_KEY)  # where a run went, not what it computed
+NOT_SETTINGS = (  # where and how a run went, not what it computed
+    "output_dir", "overrides", "restart", SEED_KEY, "hardware.name", "hardware.jobs_per_gpu", "hardware.num_threads",
+    *(f"train.{key}" for key in TRAIN_BOOKKEEPING),
+)
 IDENTITY = ("model.name", "method.name", "dataset.name")  # always shown as model, method, dataset
 
 
@@ -95,6 +100,19 @@ def configurations(rows: list[dict[str, Any]], keys: list[str]) -> list[Configur
         group = groups.setdefault((*identity, *settings.values()), Configuration(settings))
         group.runs.append(row)
     return list(groups.values())
+
+
+def best_per_method(configs: list[Configuration]) -> list[int]:
+    """Indexes of each (model, method, data set)'s configuration with the best validation mean."""
+    best: dict[tuple[str, str, str], int] = {}
+    for index, config in enumerate(configs):
+        score = config.spread("validation")[0]
+        if score is None:
+            continue
+        cell = (config.runs[0]["model"], config.runs[0]["method"], config.runs[0]["dataset"])
+        if cell not in best or score > configs[best[cell]].spread("validation")[0]:
+            best[cell] = index
+    return sorted(best.values())
 
 
 @dataclass(frozen=True)

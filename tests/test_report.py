@@ -156,3 +156,12 @@ def test_a_family_or_method_fact_is_not_a_swept_key(tmp_path, capsys):
     (tmp_path / "b" / "results.json").write_text(json.dumps(record))
     main([str(tmp_path)])
     assert "swept:" not in capsys.readouterr().out  # method.r exists for lora only; lr and the rest agree
+
+
+def test_best_keeps_each_methods_validation_best_configuration(seeded_study, capsys):
+    main([str(seeded_study), "--best"])
+    printed = capsys.readouterr().out
+    assert "9 runs in 3 configurations; swept: train.lr; each method's validation-best shown" in printed
+    table = [line for line in printed.splitlines() if line.startswith("| minilm")]
+    assert len(table) == 2  # full, and lora at 5e-4 (validation 0.8533 beats 0.8233 at 1e-4)
+    assert "| minilm | lora | rt | 0.0005 |" in table[1]
