@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
-from finetune.studies import Configuration  # noqa: E402
+from finetune.studies import Configuration, best_per_method  # noqa: E402
 
 
 def write_plots(configs: list[Configuration], directory: Path) -> list[Path]:
@@ -75,11 +75,8 @@ def _heat_map(group: list[Configuration], path: Path) -> Path:
     """Model x method; a cell with several configurations shows the one with the best validation mean."""
     models = sorted({config.runs[0]["model"] for config in group})
     methods = sorted({config.runs[0]["method"] for config in group})
-    best: dict[tuple[str, str], Configuration] = {}
-    for config in group:
-        cell = (config.runs[0]["model"], config.runs[0]["method"])
-        if cell not in best or (config.spread("validation")[0] or 0) > (best[cell].spread("validation")[0] or 0):
-            best[cell] = config
+    best = {(config.runs[0]["model"], config.runs[0]["method"]): config
+            for config in (group[index] for index in best_per_method(group))}
     grid = np.full((len(models), len(methods)), np.nan)
     for (model, method), config in best.items():
         grid[models.index(model), methods.index(method)] = _score(config)[0]
@@ -92,7 +89,7 @@ def _heat_map(group: list[Configuration], path: Path) -> Path:
         text = f"{mean:.3f}" + (f"\n±{deviation:.3f}" if deviation is not None else "")
         axes.text(methods.index(method), models.index(model), text, ha="center", va="center", fontsize=7, color="white")
     figure.colorbar(image, ax=axes, label=_label(group))
-    several = any(sum(1 for c in group if (c.runs[0]["model"], c.runs[0]["method"]) == cell) > 1 for cell in best)
+    several = len(best) < len(group)
     axes.set_title(group[0].runs[0]["dataset"] + (" (best configuration by validation per cell)" if several else ""))
     return _save(figure, path)
 

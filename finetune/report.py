@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
     text = markdown(summary, keys)
     out = args.directories[0]
     write_text_atomic(out / "report.md", text)
-    write_text_atomic(out / "report.csv", to_csv(summary, [*summary[0]][:-1] + ["test_vs_best_low", "test_vs_best_high", "runs"]))
+    summary_columns = [column for column in summary[0] if column != "runs"] + ["test_vs_best_low", "test_vs_best_high", "runs"]
+    write_text_atomic(out / "report.csv", to_csv(summary, summary_columns))
     write_text_atomic(out / "runs.csv", to_csv(rows, [*COLUMNS, *(f"config.{key}" for key in keys), "seed"]))
     plots = write_plots(configs, out)
     swept = f"; swept: {', '.join(keys)}" if keys else ""

@@ -105,6 +105,11 @@ class RunLock:
         self.handle = handle
         return self
 
+    def __exit__(self, *exc: object) -> None:
+        if self.handle is not None:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
+
     @staticmethod
     def held(run_dir: Path) -> bool:
         """Whether a live process holds the run dir's lock (checked without creating the lock file)."""
@@ -118,11 +123,6 @@ class RunLock:
                 return True
             fcntl.flock(handle, fcntl.LOCK_UN)
         return False
-
-    def __exit__(self, *exc: object) -> None:
-        if self.handle is not None:
-            fcntl.flock(self.handle, fcntl.LOCK_UN)
-            self.handle.close()
 
 
 def clear_run_dir(run_dir: Path) -> None:
