@@ -15,6 +15,7 @@ from typing import Any
 from peft import PeftModel
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams as hparams_summaries
 from transformers import PreTrainedTokenizerBase
 
 from finetune.errors import UserError
@@ -127,7 +128,15 @@ class Tracker:
         # TensorBoard takes numbers, text and booleans: unset keys read "null", lists as JSON
         kept = {key: value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
                 for key, value in settings.items()}
-        self.writer.add_hparams(kept, results, run_name="hparams")
+        # The session's hparams and status only, not SummaryWriter.add_hparams' per-run experiment
+        # record: without one, TensorBoard builds the experiment from every run's session, marks the
+        # keys whose values differ (a sweep's swept keys) and shows those first.
+        _experiment, session_start, session_end = hparams_summaries(kept, results)
+        with SummaryWriter(log_dir=os.path.join(self.writer.get_logdir(), "hparams")) as session:
+            session.file_writer.add_summary(session_start)
+            session.file_writer.add_summary(session_end)
+            for name, value in results.items():
+                session.add_scalar(name, value)
 
     def text(self, tag: str, markdown: str, step: int) -> None:
         if self.writer is not None:

@@ -24,6 +24,7 @@ from finetune.schema import Run, build_run, register_configs
 from finetune.sweeps import failed_jobs, mark_job, record_failure
 
 log = logging.getLogger(__name__)
+logging.getLogger("alembic").setLevel(logging.WARNING)  # optuna's storage layer lists its plugins at import
 
 
 def _conf_dir() -> Path:
@@ -71,16 +72,21 @@ register_configs()
 if not OmegaConf.has_resolver("finetune_help"):
     OmegaConf.register_new_resolver("finetune_help", help_text)
 _job_started = threading.Event()  # set once Hydra has made the run dir and called the job
+_sweep_started = threading.Event()  # set once a multirun has called its first job in this process
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)
-def _app(config: DictConfig) -> float:
+def _app(config: DictConfig) -> float | None:
     # only a reference to a module-level function: the joblib launcher pickles this one by value
     return run_job(config)
 
 
-def run_job(config: DictConfig) -> float:
-    """A Hydra job; in a multirun, a failure is recorded and the sweep goes on."""
+def run_job(config: DictConfig) -> float | None:
+    """A Hydra job; in a multirun, a failure is recorded and the sweep goes on.
+
+    A failed job returns None, not NaN: the Optuna sweeper records a trial whose value is not a
+    number as failed and goes on, but ends the whole study over a NaN.
+    """
     _job_started.set()
     hydra_config = HydraConfig.get()
     if hydra_config.mode != RunMode.MULTIRUN:
@@ -88,14 +94,15 @@ def run_job(config: DictConfig) -> float:
             return _job(config)
         except (*USER_ERRORS, RunError) as error:
             raise Escalated(error) from error
+    _sweep_started.set()
     try:  # parallel jobs (joblib launcher) share the GPUs through lock files in the sweep dir
         return _job(config, Path(hydra_config.sweep.dir) / ".gpu_slots", hydra_config.job.num)
     except Exception as error:  # one failed job must not stop the sweep; its results.json says why
         record_failure(Path(hydra_config.sweep.dir), Path(hydra_config.runtime.output_dir),
                        list(hydra_config.overrides.task), error)
-        log.error("Job %s failed", hydra_config.job.num, exc_info=not isinstance(error, USER_ERRORS))
+        log.error("Job %s failed", hydra_config.job.num, exc_info=not isinstance(error, (*USER_ERRORS, RunError)))
         print(f"finetune: job {hydra_config.job.num} failed: {one_line(error)}", file=sys.stderr)
-        return float("nan")
+        return None
 
 
 def _job(config: DictConfig, gpu_slots: Path | None = None, job_number: int = 0) -> float:
@@ -153,6 +160,11 @@ def main() -> None:
               f"'{error.filename}' ({error.strerror})", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     except ValueError as error:
+        if _sweep_started.is_set() and not wants_traceback:
+            # raised by the sweeper after its jobs ran, e.g. Optuna's "No trials are completed yet"
+            print(f"finetune: the sweep stopped: {one_line(error)} (each run's results.json says how it ended)",
+                  file=sys.stderr)
+            sys.exit(1)
         if wants_traceback or _job_started.is_set():
             raise
         # Hydra's command-line checks, e.g. `-m` together with `--cfg job`

@@ -19,6 +19,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from finetune.compat import known_break
 from finetune.errors import UserError
+from finetune.sweep_names import swept_label
 
 TASKS = ("classification", "multilabel", "summarization")
 ARCHITECTURES = ("encoder", "seq2seq", "causal")
@@ -371,7 +372,8 @@ def _writable(schema: type) -> DictConfig:
 
 
 def register_configs() -> None:
-    """Put the schemas in Hydra's ConfigStore and register the `bundled` and `tiny_model` resolvers."""
+    """Put the schemas in Hydra's ConfigStore and register the `bundled`, `tiny_model` and
+    `finetune_swept` resolvers."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
@@ -382,6 +384,8 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("bundled", lambda name: str(BUNDLED_DIR / name))
     if not OmegaConf.has_resolver("tiny_model"):
         OmegaConf.register_new_resolver("tiny_model", _tiny_model)
+    if not OmegaConf.has_resolver("finetune_swept"):
+        OmegaConf.register_new_resolver("finetune_swept", swept_label)
 
 
 def _tiny_model(family: str) -> str:

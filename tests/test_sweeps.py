@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from finetune.report import collect
+from finetune.sweep_names import SWEPT_KEYS_VARIABLE, swept_keys, swept_label
 
 from test_cli import finetune, tiny_args
 
@@ -73,6 +75,72 @@ def test_a_refused_combination_fails_its_job_only(tiny_bert, sentiment_dir, tmp_
     assert result.returncode == 1
     assert "finetune: job 1 failed: train.epochs: must be > 0, got 0" in result.stderr
     assert sorted(statuses(sweep).values()) == ["completed", "failed"]
+
+
+def test_swept_keys_come_from_the_command_line_and_the_sweeper_params_with_group_choices_left_out():
+    overrides = ["model=bert", "method=full,lora", "train.lr=1e-4,1e-3", "dataset.path=/data/rt",
+                 "train.warmup_ratio=tag(log, interval(0.01, 0.1))"]
+    keys = swept_keys(overrides, {"train.seed": "1,2,3"})
+    assert keys == ["train.lr", "train.warmup_ratio", "train.seed"]
+
+
+def test_a_sweep_job_is_labelled_by_its_swept_values_in_a_path_safe_form(monkeypatch):
+    monkeypatch.setenv(SWEPT_KEYS_VARIABLE, "train.lr,train.seed,method.r,model.path")
+    assert swept_label(["method=lora", "train.lr=0.001", "train.seed=2", "method.r=8", "model.path=/m/tiny-bert"]) \
+        == "_lr=0.001,seed=2,r=8,path=_m_tiny-bert"
+    monkeypatch.setenv(SWEPT_KEYS_VARIABLE, "train.lr,optimizer.lr")  # same last part: the whole key
+    assert swept_label(["train.lr=0.1", "optimizer.lr=0.2"]) == "_train.lr=0.1,optimizer.lr=0.2"
+    monkeypatch.setenv(SWEPT_KEYS_VARIABLE, "")
+    assert swept_label(["train.lr=0.1"]) == ""
+
+
+def tensorboard_experiment(logdir: Path):
+    """The experiment TensorBoard's HParams tab shows for the runs under logdir."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing.data_provider import MultiplexerDataProvider
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+    from tensorboard.plugins.base_plugin import TBContext
+    from tensorboard.plugins.hparams.backend_context import Context
+
+    multiplexer = EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    backend = Context(TBContext(logdir=str(logdir), multiplexer=multiplexer,
+                                data_provider=MultiplexerDataProvider(multiplexer, str(logdir))))
+    request = context.RequestContext()
+    return backend.experiment_from_metadata(request, "", True, backend.hparams_metadata(request, ""),
+                                            backend.hparams_from_data_provider(request, "", 1000))
+
+
+def test_sweep_runs_are_told_apart_by_dir_name_and_tensorboard_marks_the_swept_key(tiny_bert, sentiment_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = finetune("-m", *tiny_args(tiny_bert, sentiment_dir), "method=full", "train.lr=1e-3,2e-3",
+                      "train.max_steps=1", "dataset.max_train_samples=16", "dataset.max_eval_samples=16",
+                      f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(statuses(sweep)) == ["0_bert_full_local_lr=0.001", "1_bert_full_local_lr=0.002"]
+    differs = {info.name: info.differs for info in tensorboard_experiment(sweep).hparam_infos}
+    assert differs["train.lr"] and not differs["train.seed"] and not differs["method.name"]
+
+
+def test_an_optuna_search_with_a_failing_trial_completes_and_reports_the_best_trial(tiny_bert, sentiment_dir, tmp_path):
+    sweep = tmp_path / "search"
+    fixed = [arg for arg in tiny_args(tiny_bert, sentiment_dir) if not arg.startswith("train.lr=")]
+    result = finetune(
+        "-m", *fixed, "method=full", "dataset.max_train_samples=32", "dataset.max_eval_samples=16",
+        "hydra/sweeper=optuna", "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0",  # draws both
+        "hydra.sweeper.direction=maximize",
+        "hydra.sweeper.n_trials=2", "train.lr=choice(2e-3,1e30)", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+    )
+    assert result.returncode == 1  # a failed trial, as in any sweep
+    assert "2 runs: 1 completed, 1 failed" in result.stdout
+    assert "NaN or infinite" in result.stderr
+    records = {json.loads(p.read_text())["config"]["train"]["lr"]: json.loads(p.read_text())
+               for p in sweep.glob("*/results.json") if "config" in json.loads(p.read_text())}
+    assert records[1e30]["status"] == "failed"
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_params"] == {"train.lr": 2e-3}
+    assert best["best_value"] == records[2e-3]["metrics"]["validation"]["accuracy"]
 
 
 EXPERIMENTS = sorted(path.stem for path in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml"))
