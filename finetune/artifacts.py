@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 import time
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
@@ -19,32 +18,13 @@ from torch.utils.tensorboard.summary import hparams as hparams_summaries
 from transformers import PreTrainedTokenizerBase
 
 from finetune.errors import UserError
+from finetune.files import write_json_atomic
+from finetune.record import Outcome
 from finetune.schema import Run
 
 HPARAM_TRAIN_KEYS = ("lr", "epochs", "batch_size", "grad_accum", "seed", "weight_decay", "warmup_ratio")
 HPARAM_DATA_KEYS = ("max_train_samples", "max_eval_samples", "max_source_length")
 LIBRARIES = ("finetune", "torch", "transformers", "peft", "datasets", "accelerate", "hydra-core")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file in the same directory, then rename: readers never see half a file."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates 0600; results are meant to be shared
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, default=str))
 
 
 def library_versions() -> dict[str, str]:
@@ -85,8 +65,9 @@ class ResultsFile:
         except OSError as error:
             raise UserError(f"output_dir: cannot write to '{self.path.parent}' ({error.strerror})") from error
 
-    def complete(self, outcome: dict[str, Any]) -> dict[str, Any]:
-        return self._finish("completed", outcome)
+    def complete(self, outcome: Outcome) -> dict[str, Any]:
+        """The one place a run's measurements enter results.json."""
+        return self._finish("completed", asdict(outcome))
 
     def fail(self, error: BaseException) -> dict[str, Any]:
         return self._finish("failed", {"error": f"{type(error).__name__}: {error}"})
@@ -113,7 +94,7 @@ class Tracker:
         for name, value in values.items():
             self.writer.add_scalar(f"{prefix}/{name}", value, step)
 
-    def hparams(self, run: Run, outcome: dict[str, Any]) -> None:
+    def hparams(self, run: Run, outcome: Outcome) -> None:
         """The run's settings and headline results for TensorBoard's HParams tab (one row a run)."""
         if self.writer is None:
             return
@@ -121,10 +102,10 @@ class Tracker:
         settings.update({f"method.{key}": value for key, value in asdict(run.method).items()})
         settings.update({f"train.{key}": getattr(run.train, key) for key in HPARAM_TRAIN_KEYS})
         settings.update({f"dataset.{key}": getattr(run.dataset, key) for key in HPARAM_DATA_KEYS})
-        main = outcome["main_metric"]
-        results = {f"hparam/{role}_{main}": values[main] for role, values in outcome["metrics"].items()}
-        results.update({"hparam/trainable_params": outcome["params"]["trainable"],
-                        "hparam/train_seconds": outcome["train_seconds"], "hparam/peak_memory_mb": outcome["peak_memory_mb"]})
+        main = outcome.main_metric
+        results = {f"hparam/{role}_{main}": values[main] for role, values in outcome.metrics.items()}
+        results.update({"hparam/trainable_params": outcome.params["trainable"],
+                        "hparam/train_seconds": outcome.train_seconds, "hparam/peak_memory_mb": outcome.peak_memory_mb})
         # TensorBoard takes numbers, text and booleans: unset keys read "null", lists as JSON
         kept = {key: value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
                 for key, value in settings.items()}

@@ -1,4 +1,5 @@
-"""Classic baselines scored like every other run: TF-IDF + linear SVM, frozen embeddings + linear SVM.
+"""The classic baselines' machinery (their method classes are in finetune/methods/svm.py): features
+(TF-IDF, or frozen embeddings), a linear SVM on them, scored like every other run.
 
 The SVM's decision values stand in for logits, so the task's own metrics (accuracy, Jaccard with
 its threshold) apply unchanged: a decision value above 0 is a sigmoid above 0.5.
@@ -11,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from finetune.batching import sorted_batches
 from finetune.data import LabelledSplits
 from finetune.methods import count_parameters
 from finetune.models import load_encoder, load_tokenizer
-from finetune.schema import Run, SvmEmbeddingsSpec, SvmTfidfSpec
+from finetune.schema import Run
 from finetune.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -38,35 +39,50 @@ class BaselineOutcome:
     params: dict[str, int]  # trainable: SVM weights and biases; total: plus the frozen encoder's
     train_seconds: float  # features of the training split plus the SVM fit
     train_samples_per_second: float
+    truncated: dict[str, Any]  # as for a trained run: max_length and the texts cut per split; {} for TF-IDF
 
 
-Features = Callable[[list[str]], np.ndarray]
+Features = Callable[[list[str], str], np.ndarray]  # (texts, split) -> one row of features a text
 
 
-def run_baseline(run: Run, data: LabelledSplits, task: Task, source: str, device: torch.device,
-                 model_dir: Path) -> BaselineOutcome:
-    """Fit the baseline on train, score every evaluation split, save its weights to `model_dir`."""
+@dataclass(frozen=True)
+class FeatureSource:
+    """How a baseline turns texts into features, the frozen parameters behind them, and the inputs
+    they cut (filled in as the splits are featurised)."""
+
+    features: Features
+    frozen_params: int
+    truncated: dict[str, Any]
+
+
+def fit_svm(run: Run, data: LabelledSplits, task: Task, make_features: Callable[[], FeatureSource],
+            model_dir: Path) -> BaselineOutcome:
+    """Build the features, fit a linear SVM on train, score every evaluation split, save its weights
+    to `model_dir`."""
     started = time.perf_counter()
-    if isinstance(run.method, SvmTfidfSpec):
-        features, frozen = _tfidf(run.method, _texts(data, "train"), model_dir), 0
-    else:
-        features, frozen = _embeddings(run, source, device)
+    source = make_features()
+    features = source.features
     labels = _labels(data, "train")
-    svm = LinearSVC(C=run.method.C)
+    svm = LinearSVC(C=run.method.C)  # every SVM spec has C
     classifier = OneVsRestClassifier(svm) if labels.ndim == 2 else svm
-    classifier.fit(features(_texts(data, "train")), labels)
+    classifier.fit(features(_texts(data, "train"), "train"), labels)
     seconds = time.perf_counter() - started
     weights = _save_svm(classifier, model_dir, data.label_names)
 
     metrics = {}
     for role in ("validation", "test"):
         if role in data.splits:
-            scores = _decision_values(classifier, features(_texts(data, role)))
+            scores = _decision_values(classifier, features(_texts(data, role), role))
             metrics[role] = task.metrics([scores], [_labels(data, role)])
             if role == "validation":
                 task = task.calibrated(metrics[role])
     rows = len(data.splits["train"])
-    return BaselineOutcome(metrics, {"trainable": weights, "total": weights + frozen}, seconds, rows / max(seconds, 1e-9))
+    return BaselineOutcome(metrics, {"trainable": weights, "total": weights + source.frozen_params}, seconds,
+                           rows / max(seconds, 1e-9), source.truncated)
+
+
+def train_texts(data: LabelledSplits) -> list[str]:
+    return _texts(data, "train")
 
 
 def _texts(data: LabelledSplits, role: str) -> list[str]:
@@ -77,30 +93,34 @@ def _labels(data: LabelledSplits, role: str) -> np.ndarray:
     return np.array(list(data.splits[role]["labels"]))
 
 
-def _tfidf(spec: SvmTfidfSpec, train_texts: list[str], model_dir: Path) -> Features:
-    vectorizer = TfidfVectorizer(ngram_range=(1, spec.ngram_max), min_df=spec.min_df, sublinear_tf=True)
-    vectorizer.fit(train_texts)
-    log.info("TF-IDF: %d n-grams (1..%d, in at least %d texts)", len(vectorizer.vocabulary_), spec.ngram_max, spec.min_df)
+def tfidf_features(ngram_max: int, min_df: int, texts: list[str], model_dir: Path) -> FeatureSource:
+    """TF-IDF of word n-grams fitted on `texts`; its vocabulary and idf saved to `model_dir`."""
+    vectorizer = TfidfVectorizer(ngram_range=(1, ngram_max), min_df=min_df, sublinear_tf=True)
+    vectorizer.fit(texts)
+    log.info("TF-IDF: %d n-grams (1..%d, in at least %d texts)", len(vectorizer.vocabulary_), ngram_max, min_df)
     model_dir.mkdir(parents=True, exist_ok=True)
     vocabulary = {term: int(index) for term, index in vectorizer.vocabulary_.items()}
     (model_dir / "tfidf.json").write_text(json.dumps({"vocabulary": vocabulary, "idf": vectorizer.idf_.tolist()}))
-    return vectorizer.transform
+    return FeatureSource(lambda texts, split: vectorizer.transform(texts), 0, {})
 
 
-def _embeddings(run: Run, source: str, device: torch.device) -> tuple[Features, int]:
-    spec: SvmEmbeddingsSpec = run.method
+def embedding_features(run: Run, pooling: str, source: str, device: torch.device) -> FeatureSource:
+    """Pooled last hidden states of the family's frozen encoder, and its parameter count."""
     tokenizer = load_tokenizer(source, run.model)
     encoder = load_encoder(source, run.model).to(device).eval()
-    batch_size = run.train.eval_batch_size or 2 * run.train.batch_size
+    batch_size = run.train.evaluation_batch_size
 
-    def embed(texts: list[str]) -> np.ndarray:
+    truncated: dict[str, Any] = {"max_length": run.model.max_length}
+
+    def embed(texts: list[str], split: str) -> np.ndarray:
         encoded = tokenizer(texts, truncation=True, max_length=run.model.max_length)["input_ids"]
+        truncated[split] = sum(len(ids) == run.model.max_length for ids in encoded)  # as finetune.batching counts
         pooled: list[np.ndarray] = [np.empty(0)] * len(texts)
         for rows in tqdm(sorted_batches([len(ids) for ids in encoded], batch_size), desc="embed", unit="batch", leave=False):
             batch = tokenizer.pad({"input_ids": [encoded[row] for row in rows]}, return_tensors="pt").to(device)
             with torch.no_grad():
                 states = encoder(**batch).last_hidden_state.float()
-            if spec.pooling == "first":
+            if pooling == "first":
                 vectors = states[:, 0]
             else:
                 mask = batch["attention_mask"].unsqueeze(-1).float()
@@ -109,7 +129,7 @@ def _embeddings(run: Run, source: str, device: torch.device) -> tuple[Features, 
                 pooled[row] = vector
         return np.stack(pooled)
 
-    return embed, count_parameters(encoder)["total"]
+    return FeatureSource(embed, count_parameters(encoder)["total"], truncated)
 
 
 def _decision_values(classifier, features) -> np.ndarray:

@@ -22,6 +22,7 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 PREFIX = "step-"
+METHOD_STATE = "method.safetensors"
 
 
 @dataclass
@@ -91,12 +92,17 @@ class Checkpoints:
         """The optimizer step a checkpoint was taken at."""
         return int(checkpoint.name.removeprefix(PREFIX)) if checkpoint else None
 
-    def save(self, model: nn.Module, optimizer, scheduler, state: LoopState) -> Path:
+    def save(self, model: nn.Module, optimizer, scheduler, state: LoopState,
+             method_state: dict[str, torch.Tensor] | None = None) -> Path:
+        """Write a checkpoint; `method_state`: the method's own loop state (finetune.methods.Method.state_dict)."""
         final = self.directory / f"{PREFIX}{state.step:08d}"
         temporary = self.directory / f".{final.name}.tmp"
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir(parents=True)
         save_file(trainable_state(model), str(temporary / "trainable.safetensors"))
+        if method_state:
+            save_file({key: value.detach().to("cpu").contiguous() for key, value in method_state.items()},
+                      str(temporary / METHOD_STATE))
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "torch_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
@@ -116,6 +122,12 @@ class Checkpoints:
     def read_state(path: Path) -> LoopState:
         """The loop position a checkpoint holds, read without touching the model."""
         return LoopState(**json.loads((path / "state.json").read_text()))
+
+    @staticmethod
+    def method_state(path: Path) -> dict[str, torch.Tensor]:
+        """The method's loop state saved with a checkpoint; empty for methods that keep none."""
+        file = path / METHOD_STATE
+        return load_file(str(file)) if file.is_file() else {}
 
     def load(self, path: Path, model: nn.Module, optimizer, scheduler) -> LoopState:
         load_trainable(model, path / "trainable.safetensors")

@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from finetune.errors import EXIT_BAD_INPUT, USER_ERRORS, AlreadyComplete, Escalated, Interrupted, RunError, one_line
 from finetune.logs import quiet_libraries
 from finetune.placement import placed_on_gpu
+from finetune.record import RunRecord
 from finetune.rundir import Plan, RunLock, clear_run_dir, is_main_process, plan_run_dir
 from finetune.schema import Run, build_run, register_configs
 from finetune.sweeps import failed_jobs, mark_job, record_failure
@@ -116,7 +117,7 @@ def _job(config: DictConfig, gpu_slots: Path | None = None, job_number: int = 0)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             mark_job(Path(HydraConfig.get().sweep.dir), run_dir, "skipped")
         print(completed_message(state.record, run_dir))
-        return state.record["metrics"]["validation"][state.record["main_metric"]]
+        return state.record.score("validation")
     with RunLock(run_dir):
         if state.plan is Plan.RESTART:
             clear_run_dir(run_dir)
@@ -128,12 +129,12 @@ def _train(run: Run, gpu_slots: Path | None, job_number: int) -> float:
 
     quiet_libraries()
     with placed_on_gpu(run.hardware, gpu_slots, job_number):
-        results = execute(run)
-    print(format_summary(results, Path(run.output_dir)))
-    return results["metrics"]["validation"][results["main_metric"]]
+        record = RunRecord.from_dict(execute(run))
+    print(format_summary(record, Path(run.output_dir)))
+    return record.score("validation")
 
 
-def completed_message(record: dict[str, Any], run_dir: Path) -> str:
+def completed_message(record: RunRecord, run_dir: Path) -> str:
     """What `finetune` says instead of training again over a completed run."""
     return (f"{run_dir}: completed before with the same config; nothing was run "
             f"(add restart=true to delete it and train again)" + format_summary(record, run_dir))
@@ -188,11 +189,11 @@ def _fail(error: BaseException, wants_traceback: bool) -> NoReturn:
     sys.exit(EXIT_BAD_INPUT)
 
 
-def format_summary(results: dict[str, Any], run_dir: Path) -> str:
+def format_summary(record: RunRecord, run_dir: Path) -> str:
     """The few lines a researcher reads at the end of a run."""
-    params = results["params"]
-    lines = [f"\n{results['model']} + {results['method']} on {results['dataset']}: {results['status']}"]
-    for split, metrics in results["metrics"].items():
+    params = record.params
+    lines = [f"\n{record.model} + {record.method} on {record.dataset}: {record.status}"]
+    for split, metrics in record.metrics.items():
         # the loss and per-label F1 stay in results.json
         shown = "  ".join(f"{name} {value:.4f}" for name, value in metrics.items()
                           if name != "loss" and not name.startswith("f1_"))
@@ -201,10 +202,10 @@ def format_summary(results: dict[str, Any], run_dir: Path) -> str:
         f"  trainable   {params['trainable']:,} of {params['total']:,} parameters "
         f"({100 * params['trainable'] / params['total']:.2f}%)"
     )
-    if results["train_seconds"]:
+    if record.train_seconds:
         lines.append(
-            f"  training    {results['train_seconds']:.1f} s, {results['train_samples_per_second']:.1f} samples/s, "
-            f"peak memory {results['peak_memory_mb']:,.0f} MB"
+            f"  training    {record.train_seconds:.1f} s, {record.train_samples_per_second:.1f} samples/s, "
+            f"peak memory {record.peak_memory_mb:,.0f} MB"
         )
     lines.append(f"  artifacts   {run_dir}  (results.json, model/, tensorboard/)")
     return "\n".join(lines)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class KnownBreak:
-    method: str
+    method: str  # a method kind: its variants break too
     applies: Callable[[Run], bool]  # which runs of the method break
     broken_with: dict[str, str]  # package -> the releases that break it (all must match)
     reason: str
@@ -47,7 +47,7 @@ def _installed(package: str) -> str | None:
 def known_break(run: Run) -> str | None:
     """Why the installed transformers/peft cannot run this method on this run, or None."""
     for entry in KNOWN_BREAKS:
-        if entry.method != run.method.name or not entry.applies(run):
+        if entry.method != run.method.kind or not entry.applies(run):
             continue
         installed = {package: _installed(package) for package in entry.broken_with}
         if all(installed[package] is not None and installed[package] in SpecifierSet(spec)

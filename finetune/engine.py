@@ -7,6 +7,7 @@ import logging
 import math
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from finetune.artifacts import Tracker
 from finetune.batching import LengthGroupedBatches
 from finetune.checkpoint import BestCheckpoint, Checkpoints, LoopState
 from finetune.errors import Interrupted, RunError, UserError
+from finetune.methods import Method
 from finetune.schema import TrainSpec
 from finetune.tasks import Task
 from finetune.tasks.generation import IGNORE
@@ -56,13 +58,15 @@ class Evaluation:
     samples: list[dict[str, Any]]
 
 
-def evaluate(model: nn.Module, loader: DataLoader, task: Task, accelerator: Accelerator) -> Evaluation:
-    """Run `task.evaluate_batch` over every batch of `loader` and score the whole split."""
+def evaluate(model: nn.Module, loader: DataLoader, task: Task, accelerator: Accelerator,
+             method: Method | None = None) -> Evaluation:
+    """Run `task.evaluate_batch` over every batch of `loader` and score the whole split (inside the
+    training method's `evaluation` context, if one is given)."""
     # the plain model: evaluation needs no gradient sync or compiled graph; peft and HF models generate
     model = accelerator.unwrap_model(model, keep_torch_compile=False)
     model.eval()
     predictions, references, losses = [], [], []
-    with torch.no_grad():
+    with torch.no_grad(), method.evaluation(model) if method else nullcontext():
         for batch in tqdm(loader, desc="evaluate", unit="batch", leave=False,
                           disable=not accelerator.is_local_main_process):
             output = task.evaluate_batch(model, batch)
@@ -84,15 +88,13 @@ def _pad_columns(accelerator: Accelerator, tensor: torch.Tensor) -> torch.Tensor
     return accelerator.pad_across_processes(tensor, dim=1, pad_index=IGNORE) if tensor.dim() > 1 else tensor
 
 
-def _optimizer(model: nn.Module, train: TrainSpec, fused: bool) -> torch.optim.AdamW:
-    # weight decay on matrices (linear and embedding weights) only: every bias and norm scale is a
-    # vector, whatever a family names it (GPT-Neo's ln_1, T5's layer_norm), as in nanoGPT
-    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    decay = [parameter for parameter in trainable if parameter.dim() >= 2]
-    no_decay = [parameter for parameter in trainable if parameter.dim() < 2]
-    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # fused AdamW: one kernel for all parameters; 6x faster steps than the default on a 2-core CPU
-    return torch.optim.AdamW(groups, lr=train.lr, fused=fused)
+def planned_steps(batches_per_epoch: int, train: TrainSpec) -> tuple[int, int]:
+    """(optimizer steps, epochs) of a run: train.epochs of whole accumulation windows, capped by train.max_steps."""
+    steps_per_epoch = math.ceil(batches_per_epoch / train.grad_accum)
+    total_steps = train.epochs * steps_per_epoch
+    if train.max_steps:
+        total_steps = min(total_steps, train.max_steps)
+    return total_steps, math.ceil(total_steps / steps_per_epoch)
 
 
 @dataclass
@@ -107,6 +109,7 @@ class Trainer:
     validation_loader: DataLoader
     train: TrainSpec
     task: Task
+    method: Method  # its parameter groups, and its hooks into the loop
     accelerator: Accelerator
     tracker: Tracker
     checkpoints: Checkpoints
@@ -118,12 +121,10 @@ class Trainer:
 
     def fit(self, resume_from: Path | None, config_hash: str) -> FitSummary:
         """Train, keeping the epoch with the best validation `task.main_metric`; resume from a checkpoint."""
-        steps_per_epoch = math.ceil(len(self.train_loader) / self.train.grad_accum)
-        total_steps = self.train.epochs * steps_per_epoch
-        if self.train.max_steps:
-            total_steps = min(total_steps, self.train.max_steps)
-        epochs = math.ceil(total_steps / steps_per_epoch)
-        optimizer = _optimizer(self.model, self.train, self.accelerator.device.type in ("cpu", "cuda"))
+        total_steps, epochs = planned_steps(len(self.train_loader), self.train)
+        # fused AdamW: one kernel for all parameters; 6x faster steps than the default on a 2-core CPU
+        optimizer = torch.optim.AdamW(self.method.parameter_groups(self._plain_model(), self.train), lr=self.train.lr,
+                                      fused=self.accelerator.device.type in ("cpu", "cuda"))
         scheduler = get_linear_schedule_with_warmup(optimizer, round(self.train.warmup_ratio * total_steps), total_steps)
         self.optimizer, self.scheduler = self.accelerator.prepare(optimizer, scheduler)
         state = self._start_state(resume_from, config_hash)
@@ -155,6 +156,7 @@ class Trainer:
             raise UserError(f"{resume_from.parent.parent}: its checkpoints belong to another config; "
                             "use a new hydra.run.dir, or add restart=true to start over")
         state = self.checkpoints.load(resume_from, self._plain_model(), self.optimizer, self.scheduler)
+        self.method.load_state_dict(Checkpoints.method_state(resume_from), self._plain_model())
         log.info("Resuming from %s: epoch %d, step %d", resume_from, state.epoch + 1, state.step)
         return state
 
@@ -169,7 +171,7 @@ class Trainer:
         first_bad_step = torch.full((), -1, device=device)  # checked at log points: no per-step host sync
         last = time.perf_counter()
         for batch in batches:
-            loss = self._step(batch)
+            loss = self._step(batch, state.step + 1)
             first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss), state.step + 1, first_bad_step)
             window_loss += loss.detach()
             window_batches += 1
@@ -201,7 +203,8 @@ class Trainer:
             self._log_train(state, window_loss.item() / window_batches, progress)
         state.tokens += int(self.accelerator.reduce(tokens, "sum").item())
 
-    def _step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _step(self, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        """One batch; `step` is the number the optimizer step this batch completes will have."""
         try:
             with self.accelerator.accumulate(self.model):
                 loss = self.model(**batch).loss
@@ -215,6 +218,8 @@ class Trainer:
                     self.accelerator.clip_grad_norm_(self.model.parameters(), self.train.max_grad_norm)
                 self.optimizer.step()
                 self.scheduler.step()
+                if self.accelerator.sync_gradients:
+                    self.method.after_optimizer_step(self._plain_model(), step)
                 self.optimizer.zero_grad(set_to_none=True)
         except torch.OutOfMemoryError as error:
             size = self.train.batch_size
@@ -252,13 +257,14 @@ class Trainer:
 
     def _save(self, state: LoopState) -> None:
         if self.accelerator.is_main_process:
-            path = self.checkpoints.save(self._plain_model(), self.optimizer, self.scheduler, state)
+            plain = self._plain_model()
+            path = self.checkpoints.save(plain, self.optimizer, self.scheduler, state, self.method.state_dict(plain))
             log.info("Checkpoint %s", path)
         self.accelerator.wait_for_everyone()
 
     def _end_epoch(self, state: LoopState) -> None:
         """Evaluate, keep the best epoch, decide on early stopping, checkpoint."""
-        metrics = evaluate(self.model, self.validation_loader, self.task, self.accelerator).metrics
+        metrics = evaluate(self.model, self.validation_loader, self.task, self.accelerator, self.method).metrics
         self.tracker.log("validation", metrics, state.step)
         state.validation_curve.append({"epoch": state.epoch + 1, "step": state.step, **metrics})
         log.info("Epoch %d: validation %s", state.epoch + 1, "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
@@ -269,6 +275,7 @@ class Trainer:
                 self.best.save(self._plain_model())
         else:
             state.bad_epochs += 1
+        self.method.at_epoch_end(self._plain_model(), state.epoch + 1)
         state.epoch, state.batches_done = state.epoch + 1, 0
         patience = self.train.early_stopping_patience
         if patience and state.bad_epochs >= patience:

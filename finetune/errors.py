@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import fields, is_dataclass
 from pathlib import Path
+from typing import Any
 
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
@@ -42,9 +43,19 @@ class Escalated(BaseException):
 class AlreadyComplete(BaseException):
     """The run dir holds a completed run of the same config: report it, run nothing (exit 0)."""
 
-    def __init__(self, record: dict, run_dir: Path) -> None:
+    def __init__(self, record: Any, run_dir: Path) -> None:  # a finetune.record.RunRecord
         super().__init__(f"{run_dir}: completed before with the same config")
         self.record, self.run_dir = record, run_dir
+
+
+def require(condition: bool, key: str, message: str) -> None:
+    """A config check: `key: message` as a UserError unless `condition` holds."""
+    if not condition:
+        raise UserError(f"{key}: {message}")
+
+
+def one_of(value: str, allowed: tuple[str, ...], key: str) -> None:
+    require(value in allowed, key, f"'{value}' is not allowed; choose one of {', '.join(allowed)}")
 
 
 USER_ERRORS = (UserError, MissingConfigException, ConfigCompositionException, OverrideParseException, OmegaConfBaseException)

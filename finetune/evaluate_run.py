@@ -14,7 +14,7 @@ from pathlib import Path
 from accelerate import Accelerator
 from hydra import compose, initialize_config_dir
 
-from finetune.artifacts import write_json_atomic
+from finetune.files import write_json_atomic
 from finetune.batching import make_loader, sorted_batches, tokenize
 from finetune.cli import CONF_DIR
 from finetune.data import load_splits
@@ -36,7 +36,7 @@ def evaluation_run(trained: TrainedRun, overrides: list[str]) -> Run:
 def evaluate_on(trained: TrainedRun, run: Run) -> dict[str, dict[str, float]]:
     """Metrics of the trained model on each evaluation split of `run.dataset`."""
     data = load_splits(run.dataset, run.train.seed)
-    expected = tuple(trained.results["label_names"])
+    expected = tuple(trained.results.label_names)
     if run.dataset.task != trained.run.dataset.task or data.label_names != expected:
         raise UserError(f"dataset: '{run.dataset.name}' has task {run.dataset.task} and labels {list(data.label_names)}; "
                         f"the run was trained for {trained.run.dataset.task} with labels {list(expected)}")
@@ -48,7 +48,7 @@ def evaluate_on(trained: TrainedRun, run: Run) -> dict[str, dict[str, float]]:
     metrics = {}
     for role in roles:
         split = tokenized.splits[role]
-        batches = sorted_batches(split["length"], run.train.eval_batch_size or 2 * run.train.batch_size)
+        batches = sorted_batches(split["length"], run.train.evaluation_batch_size)
         loader = accelerator.prepare(make_loader(split, trained.task.collate_eval, batches))
         metrics[role] = evaluate(model, loader, trained.task, accelerator).metrics
     return metrics

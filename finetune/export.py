@@ -19,19 +19,18 @@ from peft import PeftModel
 from finetune.errors import EXIT_BAD_INPUT, UserError
 from finetune.loading import load_base_model
 from finetune.logs import quiet_libraries
+from finetune.methods import METHODS, build_method
 from finetune.schema import Run
 from finetune.trained import TrainedRun, load_run
-
-MERGEABLE = ("lora", "ia3")
-
 
 def export(trained: TrainedRun, out_dir: Path, merge: bool) -> Path:
     """Write the model, tokenizer and model card to `out_dir`."""
     model = trained.model
     if merge:
-        if not isinstance(model, PeftModel) or trained.run.method.name not in MERGEABLE:
-            raise UserError(f"--merge: only {' and '.join(MERGEABLE)} adapters merge into the base weights; "
-                            f"this run is {trained.run.method.name}")
+        mergeable = sorted(kind for kind, method in METHODS.items() if method.mergeable)
+        if not isinstance(model, PeftModel) or not build_method(trained.run.method).mergeable:
+            raise UserError(f"--merge: only {', '.join(mergeable)} adapters (and their variants) merge into the "
+                            f"base weights; this run is {trained.run.method.name}")
         model = model.merge_and_unload()
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UserError(f"OUT_DIR: '{out_dir}' exists and is not empty")
@@ -52,8 +51,7 @@ def export(trained: TrainedRun, out_dir: Path, merge: bool) -> Path:
 
 def _pipeline_task(run: Run) -> str:
     """The Hub's pipeline tag; transformers 5 runs text-classification and text-generation as pipelines."""
-    if run.model.architecture == "seq2seq" and (run.dataset.task == "summarization"
-                                                or run.method.name in run.model.text_to_text_methods):
+    if run.model.architecture == "seq2seq" and run.generates_text():
         return "text2text-generation"
     return "text-generation" if run.dataset.task == "summarization" else "text-classification"
 
@@ -83,19 +81,19 @@ def model_card(trained: TrainedRun, merged: bool) -> str:
     form = "full weights" if not (trained.directory / "model" / "adapter_config.json").is_file() else (
         "LoRA/IA3 update merged into the base weights" if merged else "a peft adapter on its base model")
     metrics = "\n".join(f"| {split} | " + ", ".join(f"{k} {v:.4f}" for k, v in values.items() if not k.startswith("f1_"))
-                        + " |" for split, values in results["metrics"].items())
+                        + " |" for split, values in results.metrics.items())
     return f"""---
 pipeline_tag: {task}
 library_name: transformers
 ---
 # {run.model.name} + {run.method.name} on {run.dataset.name}
 
-Fine-tuned with finetune from `{results.get('model_source')}`; this directory holds {form}.
+Fine-tuned with finetune from `{results.model_source}`; this directory holds {form}.
 
-- task: {run.dataset.task}; labels: {', '.join(results['label_names']) or 'none (text generation)'}
+- task: {run.dataset.task}; labels: {', '.join(results.label_names) or 'none (text generation)'}
 - data: {run.dataset.path or run.dataset.hub_id}
-- trainable parameters: {results['params']['trainable']:,} of {results['params']['total']:,}
-- training: {results['train_seconds']:.1f} s on {results['device']} ({results['precision']})
+- trainable parameters: {results.params['trainable']:,} of {results.params['total']:,}
+- training: {results.train_seconds:.1f} s on {results.device} ({results.precision})
 
 | split | metrics |
 |---|---|
@@ -108,7 +106,7 @@ Fine-tuned with finetune from `{results.get('model_source')}`; this directory ho
 ## Config
 
 ```json
-{json.dumps(results['config'], indent=2)}
+{json.dumps(results.config, indent=2)}
 ```
 """
 

@@ -15,11 +15,17 @@ from accelerate.utils import DataLoaderConfiguration, broadcast_object_list
 from torch import nn
 
 from finetune.errors import UserError
-from finetune.schema import HardwareSpec, Run, SvmEmbeddingsSpec, SvmTfidfSpec
+from finetune.methods import build_method
+from finetune.schema import HardwareSpec, Run
 
 log = logging.getLogger(__name__)
 
 MIXED_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+
+
+def run_precision(accelerator: Accelerator) -> str:
+    """The precision the run computes in, named as hardware.precision names it (fp32, bf16, fp16)."""
+    return {mixed: name for name, mixed in MIXED_PRECISION.items()}[accelerator.mixed_precision]
 
 
 def make_accelerator(spec: HardwareSpec, grad_accum: int) -> Accelerator:
@@ -55,11 +61,12 @@ def agree_on_processes(run: Run, accelerator: Accelerator) -> Run:
     processes = accelerator.num_processes
     if processes == 1:
         return run
-    if isinstance(run.method, (SvmTfidfSpec, SvmEmbeddingsSpec)):
-        raise UserError(f"method={run.method.name}: the SVM baselines run in one process; start them without accelerate launch")
+    if build_method(run.method).standalone:
+        raise UserError(f"method={run.method.name}: runs outside the training loop, in one process; "
+                        "start it without accelerate launch")
     if run.train.skip_nonfinite:
         raise UserError("train.skip_nonfinite: not supported with several processes (they would skip different batches)")
-    eval_batch_size = run.train.eval_batch_size or 2 * run.train.batch_size
+    eval_batch_size = run.train.evaluation_batch_size
     for key, size in (("train.batch_size", run.train.batch_size), ("train.eval_batch_size", eval_batch_size)):
         if size % processes:
             raise UserError(f"{key}={size}: must be a multiple of the {processes} processes "

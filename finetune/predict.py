@@ -25,7 +25,7 @@ from finetune.trained import TrainedRun, load_run
 def predict(trained: TrainedRun, texts: list[str], batch_size: int = 32, progress: bool = False) -> list[dict[str, Any]]:
     """One output dict a text, in the order of `texts`."""
     run, task = trained.run, trained.task
-    placeholder = {"classification": 0, "multilabel": [0.0] * len(trained.results["label_names"]), "summarization": ""}
+    placeholder = {"classification": 0, "multilabel": [0.0] * len(trained.results.label_names), "summarization": ""}
     encoded = task.encode([run.dataset.source_prefix + text for text in texts], [placeholder[run.dataset.task]] * len(texts),
                           run.dataset.max_source_length or run.model.max_length)
     features = [{key: values[i] for key, values in encoded.items() if key != "truncated"} for i in range(len(texts))]

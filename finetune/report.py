@@ -12,14 +12,14 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from finetune.artifacts import write_text_atomic
+from finetune.files import write_text_atomic
 from finetune.errors import EXIT_BAD_INPUT
 from finetune.plots import write_plots
+from finetune.record import RunRecord
 from finetune.studies import Configuration, best_per_method, configurations, flatten, swept_keys, versus_best
 
 COLUMNS = (
@@ -33,33 +33,31 @@ def collect(directories: list[Path]) -> list[dict[str, Any]]:
     rows = []
     for directory in directories:
         for path in sorted(directory.rglob("results.json")):
-            rows.append(_row(json.loads(path.read_text()), path.parent.relative_to(directory)))
+            rows.append(_row(RunRecord.read(path), path.parent.relative_to(directory)))
     return sorted(rows, key=lambda row: (row["model"], row["dataset"], row["method"]))
 
 
-def _row(record: dict[str, Any], run: Path) -> dict[str, Any]:
-    metric = record.get("main_metric", "")
-    metrics = record.get("metrics", {})
-    params = record.get("params", {})
+def _row(record: RunRecord, run: Path) -> dict[str, Any]:
+    params = record.params
     total = params.get("total") or 0
     return {
-        "model": record.get("model", ""),
-        "method": record.get("method", ""),
-        "dataset": record.get("dataset", ""),
-        "status": record.get("status", "unknown"),
-        "metric": metric,
-        "validation": metrics.get("validation", {}).get(metric),
-        "test": metrics.get("test", {}).get(metric),
+        "model": record.model,
+        "method": record.method,
+        "dataset": record.dataset,
+        "status": record.status,
+        "metric": record.main_metric,
+        "validation": record.score("validation"),
+        "test": record.score("test"),
         "trainable": params.get("trainable"),
         "trainable_%": 100 * params["trainable"] / total if total else None,
-        "train_s": record.get("train_seconds"),
-        "samples_s": record.get("train_samples_per_second"),
-        "peak_memory_mb": record.get("peak_memory_mb"),
+        "train_s": record.train_seconds,
+        "samples_s": record.train_samples_per_second,
+        "peak_memory_mb": record.peak_memory_mb,
         "run": str(run),
-        "config": flatten(record.get("config", {})),
-        "seed": record.get("config", {}).get("train", {}).get("seed"),
-        "train_loss": record.get("training", {}).get("train_loss", []),
-        "validation_curve": record.get("training", {}).get("validation_curve", []),
+        "config": flatten(record.config),
+        "seed": record.config.get("train", {}).get("seed"),
+        "train_loss": record.training.get("train_loss", []),
+        "validation_curve": record.training.get("validation_curve", []),
     }
 
 

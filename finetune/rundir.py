@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import fcntl
-import json
 import logging
 import os
 import shutil
@@ -24,6 +23,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
 from finetune.errors import USER_ERRORS, AlreadyComplete, Escalated, UserError
+from finetune.record import RunRecord
 from finetune.schema import Run, build_run
 
 log = logging.getLogger(__name__)
@@ -44,17 +44,17 @@ class Plan(Enum):
 @dataclass(frozen=True)
 class RunDirState:
     plan: Plan
-    record: dict[str, Any] | None  # the earlier results.json, if any
+    record: RunRecord | None  # the earlier results.json, if any
 
 
-def read_record(run_dir: Path) -> dict[str, Any] | None:
+def read_record(run_dir: Path) -> RunRecord | None:
     """The run dir's results.json, None when there is none; a damaged one is refused, not replaced."""
     path = run_dir / "results.json"
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
+        return RunRecord.read(path)
+    except (OSError, ValueError, TypeError) as error:
         raise UserError(f"hydra.run.dir: {path} cannot be read ({error}); move it away or choose another run dir") from error
 
 
@@ -70,13 +70,12 @@ def plan_run_dir(run: Run) -> RunDirState:
         return RunDirState(Plan.RESTART if leftovers else Plan.FRESH, None)
     if run.restart:
         return RunDirState(Plan.RESTART, record)
-    status = record.get("status", "unknown")
-    if record.get("config_hash") != run.config_hash():
+    if record.config_hash != run.config_hash():
         raise UserError(
-            f"hydra.run.dir: {run_dir} holds a {status} run of another config "
-            f"({record.get('model')} + {record.get('method')} on {record.get('dataset')}, config_hash "
-            f"{record.get('config_hash')}); choose another run dir, or add restart=true to replace it")
-    if status == "completed":
+            f"hydra.run.dir: {run_dir} holds a {record.status} run of another config "
+            f"({record.model} + {record.method} on {record.dataset}, config_hash "
+            f"{record.config_hash}); choose another run dir, or add restart=true to replace it")
+    if record.status == "completed":
         return RunDirState(Plan.COMPLETE, record)
     if RunLock.held(run_dir):
         raise UserError(IN_USE.format(run_dir=run_dir))

@@ -14,17 +14,18 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
 
-from finetune.artifacts import ResultsFile, Tracker, save_model, write_text_atomic
-from finetune.baselines import run_baseline
+from finetune.artifacts import ResultsFile, Tracker, save_model
+from finetune.files import write_text_atomic
 from finetune.batching import LengthGroupedBatches, make_loader, sorted_batches, tokenize
 from finetune.checkpoint import BestCheckpoint, Checkpoints
 from finetune.data import LabelledSplits, load_splits
-from finetune.engine import Trainer, evaluate
+from finetune.engine import Trainer, evaluate, planned_steps
 from finetune.errors import Interrupted, UserError
-from finetune.hardware import PeakMemory, agree_on_processes, compiled, make_accelerator
-from finetune.methods import METHODS, count_parameters
+from finetune.hardware import PeakMemory, agree_on_processes, compiled, make_accelerator, run_precision
+from finetune.methods import Method, build_method, count_parameters
 from finetune.models import load_model, load_tokenizer, model_source
-from finetune.schema import Run, SvmEmbeddingsSpec, SvmTfidfSpec
+from finetune.record import Outcome
+from finetune.schema import Run
 from finetune.tasks import Task, build_task
 
 log = logging.getLogger(__name__)
@@ -78,32 +79,34 @@ def _stop_on_sigterm() -> Iterator[threading.Event]:
 
 
 def _execute(run: Run, accelerator: Accelerator, tracker: Tracker, memory: PeakMemory, checkpoints: Checkpoints,
-             resume_from: Path | None, stop: threading.Event) -> dict[str, Any]:
+             resume_from: Path | None, stop: threading.Event) -> Outcome:
     run_dir = Path(run.output_dir)
     set_seed(run.train.seed)
     with accelerator.main_process_first():  # one process fills the datasets cache, the others read it
         data = load_splits(run.dataset, run.train.seed)
     log.info("Data %s: %s; labels %s", run.dataset.name,
              ", ".join(f"{role} {len(split)}" for role, split in data.splits.items()), list(data.label_names))
-    if isinstance(run.method, (SvmTfidfSpec, SvmEmbeddingsSpec)):
-        return _execute_baseline(run, data, tracker, memory, accelerator)
+    method = build_method(run.method)
+    if method.standalone:
+        return _execute_standalone(run, method, data, tracker, memory, accelerator)
 
-    method = METHODS[run.method.name]
     source = model_source(run.model)
     log.info("Model %s from %s on %s", run.model.name, source, accelerator.device)
     tokenizer = load_tokenizer(source, run.model)
     task = build_task(run, tokenizer, data.label_names)
     model = load_model(task.model_class, source, run.model, task.model_kwargs(), tokenizer.pad_token_id)
-    max_length = _fit_source_length(run, task, model)
+    max_length = _fit_source_length(run, method, task, model)
     with accelerator.main_process_first():
         tokenized = tokenize(data.splits, task, max_length, run.dataset.source_prefix)
     encoded = tokenized.splits
-    model = method.prepare(model, run.method, run.model, task)
+    batches = LengthGroupedBatches(encoded["train"]["length"], run.train.batch_size, run.train.seed) if method.trains else None
+    total_steps = planned_steps(len(batches), run.train)[0] if batches else 0
+    model = method.prepare(model, run.model, task, total_steps)
     params = count_parameters(model)
     log.info("Method %s: %s of %s parameters trainable (%.2f%%)", run.method.name,
              f"{params['trainable']:,}", f"{params['total']:,}", 100 * params["trainable"] / params["total"])
 
-    eval_batch_size = run.train.eval_batch_size or 2 * run.train.batch_size
+    eval_batch_size = run.train.evaluation_batch_size
     eval_roles = [role for role in ("validation", "test") if role in encoded]
     eval_loaders = [make_loader(encoded[r], task.collate_eval, sorted_batches(encoded[r]["length"], eval_batch_size))
                     for r in eval_roles]
@@ -113,11 +116,10 @@ def _execute(run: Run, accelerator: Accelerator, tracker: Tracker, memory: PeakM
     training: dict[str, Any] = {}
     metrics: dict[str, dict[str, float]] = {}
     if method.trains:
-        batches = LengthGroupedBatches(encoded["train"]["length"], run.train.batch_size, run.train.seed)
         train_loader = accelerator.prepare(make_loader(encoded["train"], task.collate, batches))
         best = BestCheckpoint(run_dir / "checkpoints")
         trainer = Trainer(compiled(model, run.hardware), train_loader, batches, loaders["validation"], run.train, task,
-                          accelerator, tracker, checkpoints, best, stop)
+                          method, accelerator, tracker, checkpoints, best, stop)
         summary = trainer.fit(resume_from, run.config_hash())
         best.restore(accelerator.unwrap_model(model))
         training = {key: value for key, value in vars(summary).items() if key != "best_validation"}
@@ -125,7 +127,7 @@ def _execute(run: Run, accelerator: Accelerator, tracker: Tracker, memory: PeakM
     final_step = training.get("optimizer_steps", 0)
     for role, loader in loaders.items():
         if role not in metrics:
-            evaluation = evaluate(model, loader, task, accelerator)
+            evaluation = evaluate(model, loader, task, accelerator, method)
             metrics[role] = evaluation.metrics
             if accelerator.is_main_process:
                 _write_samples(evaluation.samples, run_dir / f"samples_{role}.jsonl", tracker, role, final_step)
@@ -135,30 +137,23 @@ def _execute(run: Run, accelerator: Accelerator, tracker: Tracker, memory: PeakM
 
     if accelerator.is_main_process:
         save_model(accelerator.unwrap_model(model), tokenizer, run_dir / "model")
-    return {
-        "metrics": metrics,
-        "main_metric": task.main_metric,
-        "label_names": list(data.label_names),
-        "truncated": {"max_length": tokenized.max_length, **tokenized.truncated},
-        "params": params,
-        "train_seconds": training.get("train_seconds", 0.0),
-        "train_samples_per_second": training.get("train_samples_per_second", 0.0),
-        "peak_memory_mb": peak,
-        "training": training,
-        "model_source": source,
-        "device": str(accelerator.device),
-        "precision": accelerator.mixed_precision,
-    }
+    return Outcome(
+        metrics=metrics, main_metric=task.main_metric, label_names=list(data.label_names), params=params,
+        train_seconds=training.get("train_seconds", 0.0),
+        train_samples_per_second=training.get("train_samples_per_second", 0.0), peak_memory_mb=peak,
+        truncated={"max_length": tokenized.max_length, **tokenized.truncated}, training=training,
+        model_source=source, device=str(accelerator.device), precision=run_precision(accelerator),
+    )
 
 
-def _fit_source_length(run: Run, task: Task, model: nn.Module) -> int:
+def _fit_source_length(run: Run, method: Method, task: Task, model: nn.Module) -> int:
     """Source tokens kept per input: the configured length, cut (and logged) where a sequence would
     outgrow the model's position embeddings, e.g. a 512-position GPT-Neo summarizing 512-token articles."""
     requested = run.dataset.max_source_length or run.model.max_length
     positions = getattr(model.config, "max_position_embeddings", None)  # None: relative positions (T5)
     if positions is None:
         return requested
-    virtual = getattr(run.method, "num_virtual_tokens", 0)  # soft prompts and prefixes take positions too
+    virtual = method.reserved_positions()  # soft prompts and prefixes take positions too
     available = positions - virtual - task.positions_after_source()
     if available < 1:
         raise UserError(f"model: {run.model.name} has {positions} positions, fewer than the {positions - available} that "
@@ -171,26 +166,20 @@ def _fit_source_length(run: Run, task: Task, model: nn.Module) -> int:
     return min(requested, available)
 
 
-def _execute_baseline(run: Run, data: LabelledSplits, tracker: Tracker, memory: PeakMemory,
-                      accelerator: Accelerator) -> dict[str, Any]:
-    """The classic baselines: no training loop, the same results fields."""
-    source = model_source(run.model) if isinstance(run.method, SvmEmbeddingsSpec) else ""
+def _execute_standalone(run: Run, method: Method, data: LabelledSplits, tracker: Tracker, memory: PeakMemory,
+                        accelerator: Accelerator) -> Outcome:
+    """Methods outside the training loop (the classic baselines): the same results fields."""
+    source = model_source(run.model) if method.uses_model else None
     task = build_task(run, None, data.label_names)  # only its metrics are used
-    outcome = run_baseline(run, data, task, source, accelerator.device, Path(run.output_dir) / "model")
+    outcome = method.fit_standalone(run, data, task, source, accelerator.device, Path(run.output_dir) / "model")
     peak = _log_final(tracker, outcome.metrics, memory.peak_mb(accelerator.device), step=0)
-    return {
-        "metrics": outcome.metrics,
-        "main_metric": task.main_metric,
-        "label_names": list(data.label_names),
-        "params": outcome.params,
-        "train_seconds": outcome.train_seconds,
-        "train_samples_per_second": outcome.train_samples_per_second,
-        "peak_memory_mb": peak,
-        "training": {},
-        "model_source": source or None,
-        "device": str(accelerator.device),
-        "precision": "fp32",
-    }
+    return Outcome(
+        metrics=outcome.metrics, main_metric=task.main_metric, label_names=list(data.label_names),
+        params=outcome.params, train_seconds=outcome.train_seconds,
+        train_samples_per_second=outcome.train_samples_per_second, peak_memory_mb=peak, truncated=outcome.truncated,
+        training={}, model_source=source, device=str(accelerator.device),
+        precision="fp32",  # scikit-learn, and an encoder run without autocast
+    )
 
 
 def _log_final(tracker: Tracker, metrics: dict[str, dict[str, float]], peak_mb: float, step: int) -> float:

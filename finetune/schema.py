@@ -18,7 +18,8 @@ from typing import Any, Dict, List, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from finetune.compat import known_break
-from finetune.errors import UserError
+from finetune.errors import UserError, one_of, require
+from finetune.methods import METHODS, MethodSpec, build_method
 from finetune.sweep_names import swept_label
 
 TASKS = ("classification", "multilabel", "summarization")
@@ -27,15 +28,6 @@ DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 TRAIN_BOOKKEEPING = ("log_every_steps", "save_every_steps", "keep_checkpoints")  # train.* keys outside config_hash
-
-
-def _require(condition: bool, key: str, message: str) -> None:
-    if not condition:
-        raise UserError(f"{key}: {message}")
-
-
-def _one_of(value: str, allowed: tuple[str, ...], key: str) -> None:
-    _require(value in allowed, key, f"'{value}' is not allowed; choose one of {', '.join(allowed)}")
 
 
 @dataclass(frozen=True)
@@ -65,9 +57,9 @@ class ModelSpec:
     trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
-        _one_of(self.architecture, ARCHITECTURES, "model.architecture")
-        _one_of(self.padding_side, ("left", "right"), "model.padding_side")
-        _require(self.max_length > 0, "model.max_length", f"must be > 0, got {self.max_length}")
+        one_of(self.architecture, ARCHITECTURES, "model.architecture")
+        one_of(self.padding_side, ("left", "right"), "model.padding_side")
+        require(self.max_length > 0, "model.max_length", f"must be > 0, got {self.max_length}")
         for key in ("head", "lora_targets", "ia3_targets", "ia3_feedforward", "peft_trainable", "text_to_text_methods"):
             object.__setattr__(self, key, tuple(getattr(self, key)))
 
@@ -103,27 +95,27 @@ class DatasetSpec:
     max_eval_samples: Optional[int] = None  # per evaluation split
 
     def __post_init__(self) -> None:
-        _one_of(self.task, TASKS, "dataset.task")
+        one_of(self.task, TASKS, "dataset.task")
         try:
             codecs.lookup(self.encoding)
         except LookupError:
             raise UserError(f"dataset.encoding: unknown encoding '{self.encoding}'; e.g. utf-8, latin-1, cp1252") from None
-        _require(
+        require(
             self.path is not None or self.hub_id is not None,
             "dataset.path",
             f"data set '{self.name}' needs dataset.path=DIR (or a dataset.hub_id)",
         )
-        _require(
+        require(
             0.0 < self.validation_fraction < 1.0,
             "dataset.validation_fraction",
             f"must be between 0 and 1, got {self.validation_fraction}",
         )
         for key in ("max_train_samples", "max_eval_samples"):
             value = getattr(self, key)
-            _require(value is None or value > 0, f"dataset.{key}", f"must be > 0, got {value}")
-        _require(0.0 < self.threshold < 1.0, "dataset.threshold", f"must be between 0 and 1, got {self.threshold}")
-        _require(self.max_target_length > 0, "dataset.max_target_length", f"must be > 0, got {self.max_target_length}")
-        _require(self.max_source_length is None or self.max_source_length > 0, "dataset.max_source_length",
+            require(value is None or value > 0, f"dataset.{key}", f"must be > 0, got {value}")
+        require(0.0 < self.threshold < 1.0, "dataset.threshold", f"must be between 0 and 1, got {self.threshold}")
+        require(self.max_target_length > 0, "dataset.max_target_length", f"must be > 0, got {self.max_target_length}")
+        require(self.max_source_length is None or self.max_source_length > 0, "dataset.max_source_length",
                  f"must be > 0 or null, got {self.max_source_length}")
         for key in ("label_names", "label_columns"):
             if getattr(self, key) is not None:
@@ -150,17 +142,22 @@ class TrainSpec:
     keep_checkpoints: int = 2  # the newest K resumable checkpoints are kept
     skip_nonfinite: bool = False  # skip batches with a NaN/inf loss instead of stopping the run
 
+    @property
+    def evaluation_batch_size(self) -> int:
+        """`eval_batch_size`, or twice the training batch (evaluation keeps no activations)."""
+        return self.eval_batch_size or 2 * self.batch_size
+
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "grad_accum", "log_every_steps", "keep_checkpoints"):
             value = getattr(self, key)
-            _require(value > 0, f"train.{key}", f"must be > 0, got {value}")
-        _require(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
+            require(value > 0, f"train.{key}", f"must be > 0, got {value}")
+        require(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
         for key in ("eval_batch_size", "max_steps", "early_stopping_patience", "save_every_steps"):
             value = getattr(self, key)
-            _require(value is None or value > 0, f"train.{key}", f"must be > 0 or null, got {value}")
-        _require(0 <= self.warmup_ratio < 1, "train.warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
-        _require(self.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {self.weight_decay}")
-        _require(self.max_grad_norm >= 0, "train.max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
+            require(value is None or value > 0, f"train.{key}", f"must be > 0 or null, got {value}")
+        require(0 <= self.warmup_ratio < 1, "train.warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
+        require(self.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        require(self.max_grad_norm >= 0, "train.max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
 
 
 @dataclass(frozen=True)
@@ -174,8 +171,8 @@ class GenerationSpec:
 
     def __post_init__(self) -> None:
         for key in ("max_new_tokens", "num_beams"):
-            _require(getattr(self, key) > 0, f"generation.{key}", f"must be > 0, got {getattr(self, key)}")
-        _require(self.no_repeat_ngram_size >= 0, "generation.no_repeat_ngram_size",
+            require(getattr(self, key) > 0, f"generation.{key}", f"must be > 0, got {getattr(self, key)}")
+        require(self.no_repeat_ngram_size >= 0, "generation.no_repeat_ngram_size",
                  f"must be >= 0, got {self.no_repeat_ngram_size}")
 
 
@@ -191,118 +188,9 @@ class HardwareSpec:
     jobs_per_gpu: int = 1  # parallel multirun jobs (hydra/launcher=joblib) that may share one GPU
 
     def __post_init__(self) -> None:
-        _one_of(self.device, DEVICES, "hardware.device")
-        _one_of(self.precision, PRECISIONS, "hardware.precision")
-        _require(self.jobs_per_gpu > 0, "hardware.jobs_per_gpu", f"must be > 0, got {self.jobs_per_gpu}")
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """A fine-tuning method; each method's YAML extends one of its subclasses."""
-
-    name: str = MISSING
-
-
-@dataclass(frozen=True)
-class FullSpec(MethodSpec):
-    name: str = "full"
-
-
-@dataclass(frozen=True)
-class NoTrainingSpec(MethodSpec):
-    name: str = "none"
-
-
-@dataclass(frozen=True)
-class HeadOnlySpec(MethodSpec):
-    name: str = "head_only"
-
-
-@dataclass(frozen=True)
-class LastLayersSpec(MethodSpec):
-    name: str = "last_layers"
-    num_layers: int = 2  # the last N transformer blocks train, with the head
-
-    def __post_init__(self) -> None:
-        _require(self.num_layers > 0, "method.num_layers", f"must be > 0, got {self.num_layers}")
-
-
-@dataclass(frozen=True)
-class LoraSpec(MethodSpec):
-    name: str = "lora"
-    r: int = 8  # rank of the update matrices
-    alpha: int = 16  # scaling: the update is multiplied by alpha / r
-    dropout: float = 0.1
-    target_modules: Optional[List[str]] = None  # null: the model family's lora_targets
-
-    def __post_init__(self) -> None:
-        _require(self.r > 0, "method.r", f"must be > 0, got {self.r}")
-        _require(0 <= self.dropout < 1, "method.dropout", f"must be in [0, 1), got {self.dropout}")
-        if self.target_modules is not None:
-            object.__setattr__(self, "target_modules", tuple(self.target_modules))
-
-
-@dataclass(frozen=True)
-class PromptTuningSpec(MethodSpec):
-    name: str = "prompt_tuning"
-    num_virtual_tokens: int = 20  # soft-prompt length, in tokens prepended to every input
-    init_text: Optional[str] = "${dataset.instruction}"  # null: random init
-
-    def __post_init__(self) -> None:
-        _require(self.num_virtual_tokens > 0, "method.num_virtual_tokens", f"must be > 0, got {self.num_virtual_tokens}")
-
-
-@dataclass(frozen=True)
-class PrefixTuningSpec(MethodSpec):
-    name: str = "prefix_tuning"
-    num_virtual_tokens: int = 20  # prefix length in every layer's keys and values
-    projection: bool = False  # reparameterise the prefix through an MLP
-
-    def __post_init__(self) -> None:
-        _require(self.num_virtual_tokens > 0, "method.num_virtual_tokens", f"must be > 0, got {self.num_virtual_tokens}")
-
-
-@dataclass(frozen=True)
-class IA3Spec(MethodSpec):
-    name: str = "ia3"
-    target_modules: Optional[List[str]] = None  # null: the model family's ia3_targets
-    feedforward_modules: Optional[List[str]] = None  # null: the model family's ia3_feedforward
-
-    def __post_init__(self) -> None:
-        for key in ("target_modules", "feedforward_modules"):
-            if getattr(self, key) is not None:
-                object.__setattr__(self, key, tuple(getattr(self, key)))
-
-
-@dataclass(frozen=True)
-class SvmTfidfSpec(MethodSpec):
-    name: str = "svm_tfidf"
-    ngram_max: int = 2  # word n-grams 1..ngram_max
-    min_df: int = 2  # n-grams in fewer training texts are dropped
-    C: float = 1.0  # inverse regularisation strength of the linear SVM
-
-    def __post_init__(self) -> None:
-        _require(self.ngram_max > 0, "method.ngram_max", f"must be > 0, got {self.ngram_max}")
-        _require(self.min_df > 0, "method.min_df", f"must be > 0, got {self.min_df}")
-        _require(self.C > 0, "method.C", f"must be > 0, got {self.C}")
-
-
-@dataclass(frozen=True)
-class SvmEmbeddingsSpec(MethodSpec):
-    name: str = "svm_embeddings"
-    pooling: str = "mean"  # mean: average of the token states; first: the first token's state ([CLS])
-    C: float = 1.0  # inverse regularisation strength of the linear SVM
-
-    def __post_init__(self) -> None:
-        _one_of(self.pooling, ("mean", "first"), "method.pooling")
-        _require(self.C > 0, "method.C", f"must be > 0, got {self.C}")
-
-
-METHOD_SPECS: dict[str, type[MethodSpec]] = {
-    spec.name: spec
-    for spec in (FullSpec, NoTrainingSpec, HeadOnlySpec, LastLayersSpec, LoraSpec, PromptTuningSpec, PrefixTuningSpec, IA3Spec,
-                 SvmTfidfSpec, SvmEmbeddingsSpec)
-}
+        one_of(self.device, DEVICES, "hardware.device")
+        one_of(self.precision, PRECISIONS, "hardware.precision")
+        require(self.jobs_per_gpu > 0, "hardware.jobs_per_gpu", f"must be > 0, got {self.jobs_per_gpu}")
 
 
 @dataclass(frozen=True)
@@ -320,20 +208,22 @@ class Run:
     overrides: List[str] = field(default_factory=lambda: "${hydra:overrides.task}")  # type: ignore
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.method, MethodSpec), "method", "must be chosen with method=NAME")
-        reason = self.model.unsupported.get(self.method.name)
-        _require(reason is None, "method", f"{self.method.name} does not apply to model={self.model.name}: {reason}")
-        reason = self.model.unsupported_for_generation.get(self.method.name) if self.generates_text() else None
-        _require(reason is None, "method", f"{self.method.name} does not apply to model={self.model.name} "
-                                           f"for dataset.task={self.dataset.task}: {reason}")
-        baseline = isinstance(self.method, (SvmTfidfSpec, SvmEmbeddingsSpec))
-        _require(not (baseline and self.dataset.task == "summarization"), "method",
-                 f"{self.method.name} is a classifier; it does not apply to dataset.task=summarization")
-        _require(self.dataset.task != "summarization" or self.model.architecture != "encoder", "dataset.task",
+        require(isinstance(self.method, MethodSpec), "method", "must be chosen with method=NAME")
+        name = self.method.name
+        reason = self.model.unsupported.get(name) or self.model.unsupported.get(self.method.kind)
+        require(reason is None, "method", f"{name} does not apply to model={self.model.name}: {reason}")
+        if self.generates_text():
+            unsupported = self.model.unsupported_for_generation
+            reason = unsupported.get(name) or unsupported.get(self.method.kind)
+            require(reason is None, "method", f"{name} does not apply to model={self.model.name} "
+                                              f"for dataset.task={self.dataset.task}: {reason}")
+        reason = build_method(self.method).refusal(self)
+        require(reason is None, "method", str(reason))
+        require(self.dataset.task != "summarization" or self.model.architecture != "encoder", "dataset.task",
                  f"summarization needs a seq2seq or causal model; model={self.model.name} is encoder "
                  "(try model=flan_t5 or model=gpt_neo)")
         reason = known_break(self)
-        _require(reason is None, "method", str(reason))
+        require(reason is None, "method", str(reason))
         object.__setattr__(self, "overrides", tuple(self.overrides))
 
     def config_hash(self) -> str:
@@ -344,6 +234,7 @@ class Run:
         out, so a run may resume on another machine or with other checkpoint settings.
         """
         identity: dict[str, Any] = {key: asdict(getattr(self, key)) for key in ("model", "dataset", "method")}
+        del identity["method"]["kind"]  # method_kind says it (and the hashes of earlier runs stay valid)
         identity["method_kind"] = type(self.method).__name__
         identity["train"] = {key: value for key, value in asdict(self.train).items() if key not in TRAIN_BOOKKEEPING}
         if self.generates_text():
@@ -352,7 +243,11 @@ class Run:
 
     def generates_text(self) -> bool:
         """Whether evaluation generates text, so that `generation.*` changes the results."""
-        return self.dataset.task == "summarization" or self.method.name in self.model.text_to_text_methods
+        return self.dataset.task == "summarization" or self.uses_text_to_text()
+
+    def uses_text_to_text(self) -> bool:
+        """Whether the family classifies by generating label names with this method (its YAML lists them)."""
+        return bool({self.method.name, self.method.kind} & set(self.model.text_to_text_methods))
 
 
 def _writable(schema: type) -> DictConfig:
@@ -378,8 +273,8 @@ def register_configs() -> None:
 
     store = ConfigStore.instance()
     store.store(name="run_schema", node=_writable(Run))
-    for name, spec in METHOD_SPECS.items():
-        store.store(group="schema/method", name=name, node=_writable(spec))
+    for kind, method in METHODS.items():
+        store.store(group="schema/method", name=kind, node=_writable(method.spec_class))
     if not OmegaConf.has_resolver("bundled"):
         OmegaConf.register_new_resolver("bundled", lambda name: str(BUNDLED_DIR / name))
     if not OmegaConf.has_resolver("tiny_model"):

@@ -3,7 +3,6 @@ without stopping the sweep, and sum the sweep up at its end (a Hydra callback)."
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -14,7 +13,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from finetune.artifacts import write_json_atomic
+from finetune.files import write_json_atomic
+from finetune.record import RunRecord
 from finetune.errors import one_line
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,8 @@ class SweepSummary(Callback):
         marks = {path.stem: (path.suffix[1:], path.read_text()) for path in (sweep_dir / JOB_MARKS).glob("*")}
         counts: Counter[str] = Counter()
         for path in sorted(sweep_dir.glob("*/results.json")):
-            record = json.loads(path.read_text())
-            status, error = marks.get(path.parent.name, (record.get("status", "unknown"), record.get("error", "")))
+            record = RunRecord.read(path)
+            status, error = marks.get(path.parent.name, (record.status, record.error))
             counts[status] += 1
             if status == "failed":
                 failed_jobs.append(f"{path.parent.name}: {error}")

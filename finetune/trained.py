@@ -3,7 +3,6 @@ tokenizer and task, ready to predict or evaluate."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,9 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from finetune.errors import UserError
 from finetune.loading import load_trained
-from finetune.schema import (
-    METHOD_SPECS, DatasetSpec, GenerationSpec, HardwareSpec, ModelSpec, Run, SvmEmbeddingsSpec, SvmTfidfSpec, TrainSpec,
-)
+from finetune.methods import METHODS, build_method
+from finetune.record import RunRecord
+from finetune.schema import DatasetSpec, GenerationSpec, HardwareSpec, ModelSpec, Run, TrainSpec
 from finetune.tasks import Task, build_task
 
 
@@ -24,7 +23,7 @@ class TrainedRun:
     """What `finetune` left in a run dir, loaded."""
 
     directory: Path
-    results: dict[str, Any]
+    results: RunRecord
     run: Run
     model: nn.Module
     tokenizer: PreTrainedTokenizerBase
@@ -33,10 +32,13 @@ class TrainedRun:
 
 def run_from_record(config: dict[str, Any]) -> Run:
     """The Run that results.json's `config` was written from."""
-    method = config["method"]
+    method = dict(config["method"])
+    method.setdefault("kind", method["name"])  # runs from before methods had kinds were named by theirs
+    if method["kind"] not in METHODS:
+        raise UserError(f"results.json: method kind '{method['kind']}' is not one this finetune knows")
     return Run(
         model=ModelSpec(**config["model"]), dataset=DatasetSpec(**config["dataset"]),
-        method=METHOD_SPECS[method["name"]](**method), hardware=HardwareSpec(**config["hardware"]),
+        method=METHODS[method["kind"]].spec_class(**method), hardware=HardwareSpec(**config["hardware"]),
         train=TrainSpec(**config["train"]), generation=GenerationSpec(**config.get("generation", {})),
         output_dir=config["output_dir"], overrides=config["overrides"],
     )
@@ -47,17 +49,17 @@ def load_run(directory: Path) -> TrainedRun:
     results_path = directory / "results.json"
     if not results_path.is_file():
         raise UserError(f"{directory}: no results.json; is this the directory of a finetune run?")
-    results = json.loads(results_path.read_text())
-    if results.get("status") != "completed":
-        raise UserError(f"{directory}: the run is '{results.get('status')}', not completed; "
+    results = RunRecord.read(results_path)
+    if results.status != "completed":
+        raise UserError(f"{directory}: the run is '{results.status}', not completed; "
                         "run the same command again to finish it")
-    run = run_from_record(results["config"])
-    if isinstance(run.method, (SvmTfidfSpec, SvmEmbeddingsSpec)):
+    run = run_from_record(results.config)
+    if build_method(run.method).standalone:
         raise UserError(f"{directory}: {run.method.name} is a scikit-learn baseline; only transformer runs load here")
     model_dir = directory / "model"
-    model = load_trained(model_dir)
+    model = build_method(run.method).loaded(load_trained(model_dir))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    task = build_task(run, tokenizer, tuple(results["label_names"]))
-    if "validation" in results["metrics"]:
-        task = task.calibrated(results["metrics"]["validation"])
+    task = build_task(run, tokenizer, tuple(results.label_names))
+    if "validation" in results.metrics:
+        task = task.calibrated(results.metrics["validation"])
     return TrainedRun(directory, results, run, model, tokenizer, task)

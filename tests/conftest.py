@@ -77,6 +77,20 @@ TOKENIZER_FOLDERS = {  # family -> fixture tokenizer folders; later ones overrid
 FAMILIES = ("bert", "distilbert", "roberta", "albert", "flan_t5", "gpt_neo")
 
 
+def _network_methods() -> tuple[str, ...]:
+    """Every conf/method option that trains or evaluates a network (not the standalone SVM baselines):
+    a new method YAML joins the family x method matrices without a test edit."""
+    from finetune.methods import METHODS
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        kinds = {path.stem: compose(config_name="config", overrides=[f"method={path.stem}"]).method.kind
+                 for path in sorted((CONF_DIR / "method").glob("*.yaml"))}
+    return tuple(name for name, kind in kinds.items() if not METHODS[kind].standalone)
+
+
+NETWORK_METHODS = _network_methods()
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Callable[[str], Path]:
     """tiny_model(family) -> a directory with a random-weight model and the family's real tokenizer files

@@ -97,7 +97,7 @@ def test_multilabel_predictions_use_the_runs_threshold_and_export_to_a_sigmoid_p
                        f"dataset.label_names=[{','.join(EMOTION_WORDS)}]", "dataset.tune_threshold=true",
                        "train.lr=3e-3", "train.epochs=2")
     trained = load_run(run_dir)
-    threshold = trained.results["metrics"]["validation"]["threshold"]
+    threshold = trained.results.metrics["validation"]["threshold"]
     outputs = predict(trained, ["happy and scared", "furious"])
     for output in outputs:
         assert output["labels"] == [name for name, p in output["probabilities"].items() if p > threshold]
@@ -135,7 +135,7 @@ def test_causal_summaries_come_from_predict_and_soft_prompts_do_not_merge(lora_r
     trained = load_run(run_dir)
     outputs = predict(trained, ["a short article.", "a somewhat longer article about a film."])
     assert all(isinstance(output["summary"], str) for output in outputs)
-    with pytest.raises(UserError, match="^--merge: only lora and ia3 adapters merge into the base weights; this run is prompt_tuning"):
+    with pytest.raises(UserError, match="^--merge: only adalora, ia3, lora adapters \(and their variants\) merge into the base weights; this run is prompt_tuning"):
         export(trained, tmp_path / "merged", merge=True)
 
 

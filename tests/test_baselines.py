@@ -37,6 +37,8 @@ def test_tfidf_svm_scores_what_scikit_learn_scores_and_saves_its_weights(tiny_ru
     assert saved["coef"].shape == (1, len(vocabulary))
     assert results["params"] == {"trainable": len(vocabulary) + 1, "total": len(vocabulary) + 1}
     assert results["train_seconds"] > 0
+    # the same results fields as a trained run: nothing is cut (no token limit), fp32, no model loaded
+    assert (results["truncated"], results["precision"], results["model_source"], results["training"]) == ({}, "fp32", None, {})
 
 
 def test_tfidf_svm_is_one_vs_rest_for_multilabel(compose_run, emotion_dir):
@@ -61,6 +63,13 @@ def test_frozen_embeddings_svm_counts_the_encoder_as_frozen(tiny_run, tiny_bert,
     assert results["params"]["total"] == 32 + 1 + encoder  # plus the tiny BERT's frozen weights
 
 
+def test_frozen_embeddings_svm_counts_the_texts_it_cut(tiny_run):
+    results = execute(tiny_run("method=svm_embeddings", "model.max_length=6"))
+    truncated = results["truncated"]
+    assert truncated["max_length"] == 6 and set(truncated) == {"max_length", "train", "validation", "test"}
+    assert 0 < truncated["train"] <= 160  # texts of 3 to 11 words: many reach 6 tokens with [CLS] and [SEP]
+
+
 def test_baselines_refuse_summarization(compose_run, article_dir):
-    with pytest.raises(UserError, match="^method: svm_tfidf is a classifier; it does not apply to dataset.task=summarization"):
+    with pytest.raises(UserError, match="^method: svm_tfidf is a classifier; it does not apply to dataset.task=summarization$"):
         compose_run("method=svm_tfidf", "dataset=cnn_dailymail", f"dataset.path={article_dir}")

@@ -22,7 +22,7 @@ def finetune(*args: str, env: dict | None = None, cwd: Path | None = None) -> su
     [
         (["model=bret"], "model=bret: no such option; choose one of albert, bert, distilbert, flan_t5, flan_t5_small, gpt_neo, minilm"),
         (["train.lrr=1"], "train.lrr: unknown key; TrainSpec allows epochs, lr,"),
-        (["method=lora", "method.rank=4"], "method.rank: unknown key; LoraSpec allows name, r, alpha"),
+        (["method=lora", "method.rank=4"], "method.rank: unknown key; LoraSpec allows name, kind, r, alpha"),
         (["train.lr=fast"], "train.lr: Value 'fast' of type 'str' could not be converted to Float"),
         (["train.batch_size=0"], "train.batch_size: must be > 0, got 0"),
         (["dataset=local"], "dataset.path: data set 'local' needs dataset.path=DIR"),
@@ -116,6 +116,6 @@ def test_help_says_what_finetune_does_and_lists_the_companion_commands(tmp_path)
     assert result.returncode == 0
     assert result.stdout.startswith("finetune: fine-tune a transformer model")
     assert "schema/method" not in result.stdout
-    assert "  method: full, head_only" in result.stdout
+    assert "  method: adalora, dora, full, head_only" in result.stdout
     for command in ("finetune-report", "finetune-predict", "finetune-eval", "finetune-export"):
         assert f"  {command} " in result.stdout

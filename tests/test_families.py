@@ -10,10 +10,9 @@ import pytest
 from finetune.errors import UserError
 from finetune.runner import execute
 
-from conftest import FAMILIES, skip_if_known_upstream_break
+from conftest import FAMILIES, NETWORK_METHODS, skip_if_known_upstream_break
 from test_runner import split_metrics
 
-METHODS = ("full", "lora", "prompt_tuning", "prefix_tuning", "ia3", "last_layers", "head_only", "none")
 REFUSED = {
     ("albert", "prefix_tuning"): "ALBERT's attention takes no past key/values",
     ("distilbert", "prefix_tuning"): "DistilBERT's attention takes no past key/values",
@@ -34,7 +33,7 @@ def family_run(compose_run, tiny_model, sentiment_dir, tmp_path):
     return make
 
 
-@pytest.mark.parametrize("family,method", [(f, m) for f in FAMILIES for m in METHODS if (f, m) not in REFUSED])
+@pytest.mark.parametrize("family,method", [(f, m) for f in FAMILIES for m in NETWORK_METHODS if (f, m) not in REFUSED])
 def test_family_method_trains_saves_and_reloads(family_run, family, method):
     with skip_if_known_upstream_break():
         run = family_run(family, method)

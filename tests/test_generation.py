@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from finetune.errors import UserError
-from finetune.methods import METHODS
+from finetune.methods import build_method
 from finetune.models import load_model, load_tokenizer
 from finetune.schema import GenerationSpec
 from finetune.tasks import build_task
@@ -28,7 +28,7 @@ def soft_prompted(compose_run, tiny_model, article_dir):
         task = build_task(run, tokenizer, ())
         torch.manual_seed(0)
         model = load_model(task.model_class, run.model.path, run.model, {}, tokenizer.pad_token_id)
-        model = METHODS[method].prepare(model, run.method, run.model, task)
+        model = build_method(run.method).prepare(model, run.model, task, total_steps=1)
         with torch.no_grad():  # a trained-looking soft prompt / prefix instead of its initial values
             for name, parameter in model.named_parameters():
                 if parameter.requires_grad:

@@ -13,7 +13,7 @@ from finetune.errors import UserError
 from finetune.runner import execute
 from finetune.schema import DatasetSpec
 
-from conftest import EMOTION_WORDS, FAMILIES, UPSTREAM_BREAK, emotion_rows, write_jsonl
+from conftest import EMOTION_WORDS, FAMILIES, NETWORK_METHODS, UPSTREAM_BREAK, emotion_rows, write_jsonl
 
 NAMES = tuple(EMOTION_WORDS)
 
@@ -94,13 +94,12 @@ def test_tiny_bert_learns_the_emotions_and_the_test_split_uses_the_validation_th
     assert list(config["id2label"].values()) == list(NAMES)
 
 
-MATRIX_METHODS = ("full", "lora", "prompt_tuning", "prefix_tuning", "ia3", "last_layers", "head_only", "none")
 REFUSED = {("albert", "prefix_tuning"), ("distilbert", "prefix_tuning")}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_family_and_method_runs_multilabel(multilabel_run, family):
-    for method in MATRIX_METHODS:
+    for method in NETWORK_METHODS:
         if (family, method) in REFUSED:
             continue
         try:

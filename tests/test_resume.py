@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 
-from finetune.artifacts import write_json_atomic
+from finetune.files import write_json_atomic
 from finetune.checkpoint import Checkpoints
 from finetune.errors import RunError, UserError
 from finetune.runner import execute
@@ -38,8 +39,8 @@ def test_a_run_that_crashed_after_a_checkpoint_resumes_to_identical_metrics(tiny
 
     real_save = Checkpoints.save
 
-    def save_then_crash(self, model, optimizer, scheduler, state):
-        path = real_save(self, model, optimizer, scheduler, state)
+    def save_then_crash(self, model, optimizer, scheduler, state, method_state=None):
+        path = real_save(self, model, optimizer, scheduler, state, method_state)
         if state.step == crash_step and state.batches_done:  # a mid-epoch checkpoint
             raise Crash("simulated crash")
         return path
@@ -57,6 +58,51 @@ def test_a_run_that_crashed_after_a_checkpoint_resumes_to_identical_metrics(tiny
     for key in ("optimizer_steps", "epochs_run", "best_epoch"):
         assert resumed["training"][key] == reference["training"][key]
     assert len(list((crashed_dir / "checkpoints").glob("step-*"))) == 2  # train.keep_checkpoints
+
+
+def test_adalora_resumes_exactly_because_its_allocator_state_is_checkpointed(tiny_run, tmp_path, monkeypatch):
+    from finetune.methods.adapters import AdaLora
+
+    # 10 optimizer steps, a checkpoint after each; ranks are pruned from step 2 to 8; the crash comes at step 6
+    settings = ("method=adalora", "train.epochs=2", "train.save_every_steps=1", "train.keep_checkpoints=20",
+                "train.grad_accum=2")
+
+    def step_7(output: Path) -> tuple[dict, dict]:
+        """The trainable weights and the allocator state one step after the crash."""
+        checkpoint = output / "checkpoints" / "step-00000007"
+        return load_file(str(checkpoint / "trainable.safetensors")), Checkpoints.method_state(checkpoint)
+
+    def crash_at_step_6_and_resume(output: Path) -> None:
+        real_save = Checkpoints.save
+
+        def save_then_crash(self, model, optimizer, scheduler, state, method_state=None):
+            path = real_save(self, model, optimizer, scheduler, state, method_state)
+            if state.step == 6:
+                raise Crash("simulated crash")
+            return path
+
+        with monkeypatch.context() as patch:
+            patch.setattr(Checkpoints, "save", save_then_crash)
+            with pytest.raises(Crash):
+                execute(tiny_run(*settings, output_dir=output))
+        execute(tiny_run(*settings, output_dir=output))
+
+    execute(tiny_run(*settings, output_dir=tmp_path / "reference"))
+    weights, allocator = step_7(tmp_path / "reference")
+    assert any(key.startswith("exp_avg_ipt/") for key in allocator)  # mid-budgeting: the smoothed scores
+    final = Checkpoints.method_state(Checkpoints(tmp_path / "reference" / "checkpoints", keep=20).latest())
+    assert final and all(key.startswith("rank_pattern/") for key in final)  # scores are reset once ranks are final
+
+    crash_at_step_6_and_resume(tmp_path / "resumed")
+    resumed_weights, resumed_allocator = step_7(tmp_path / "resumed")
+    assert all(resumed_weights[key].equal(weights[key]) for key in weights)  # bitwise on the CPU
+    assert resumed_allocator.keys() == allocator.keys()
+    assert all(resumed_allocator[key].equal(allocator[key]) for key in allocator)
+
+    monkeypatch.setattr(AdaLora, "load_state_dict", lambda self, state, model: None)  # the allocator starts afresh
+    crash_at_step_6_and_resume(tmp_path / "forgetful")
+    _, forgetful_allocator = step_7(tmp_path / "forgetful")
+    assert not all(forgetful_allocator[key].equal(allocator[key]) for key in allocator)
 
 
 def test_resuming_with_another_config_is_refused(tiny_run, tmp_path):

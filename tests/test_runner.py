@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from accelerate import Accelerator
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification
 
 from finetune.batching import make_loader, sorted_batches, tokenize
 from finetune.data import load_splits
@@ -16,6 +16,7 @@ from finetune.engine import evaluate
 from finetune.loading import load_trained
 from finetune.runner import execute
 from finetune.tasks import build_task
+from finetune.trained import load_run
 
 HIDDEN, INTERMEDIATE, LABELS = 32, 64, 2
 LINEAR = HIDDEN * HIDDEN + HIDDEN
@@ -25,8 +26,8 @@ LAYER = 4 * LINEAR + 2 * 2 * HIDDEN + (HIDDEN * INTERMEDIATE + INTERMEDIATE) + (
 
 def split_metrics(run, split: str = "test") -> dict[str, float]:
     """Reload the run's saved model and evaluate it on one split of the run's data."""
-    model = load_trained(Path(run.output_dir) / "model")
-    tokenizer = AutoTokenizer.from_pretrained(Path(run.output_dir) / "model")
+    trained = load_run(Path(run.output_dir))
+    model, tokenizer = trained.model, trained.tokenizer
     data = load_splits(run.dataset, run.train.seed)
     task = build_task(run, tokenizer, data.label_names)
     encoded = tokenize({split: data.splits[split]}, task, run.model.max_length).splits[split]
@@ -79,12 +80,12 @@ def test_lora_on_bert_base_reports_peft_print_trainable_parameters_count(compose
     from peft import LoraConfig, get_peft_model
     from transformers import BertConfig, BertForSequenceClassification
 
-    from finetune.methods import METHODS, count_parameters
+    from finetune.methods import build_method, count_parameters
     from finetune.tasks import build_task
 
     run = compose_run("model=bert", "method=lora")
     task = build_task(run, None, ("neg", "pos"))
-    ours = METHODS["lora"].prepare(BertForSequenceClassification(BertConfig()), run.method, run.model, task)
+    ours = build_method(run.method).prepare(BertForSequenceClassification(BertConfig()), run.model, task, total_steps=1)
     reference = get_peft_model(BertForSequenceClassification(BertConfig()),
                                LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, target_modules=["query", "value"]))
     trainable, total = reference.get_nb_trainable_parameters()
@@ -96,6 +97,7 @@ def test_training_learns_and_keeps_the_best_epoch(tiny_run):
     run = tiny_run("train.epochs=4", "train.early_stopping_patience=null")
     results = execute(run)
     assert results["metrics"]["test"]["accuracy"] >= 0.9  # the tiny task is separable by word polarity
+    assert results["precision"] == "fp32"  # named as hardware.precision names it
 
     events = EventAccumulator(str(Path(run.output_dir) / "tensorboard")).Reload()
     per_epoch = [event.value for event in events.Scalars("validation/accuracy")]
@@ -158,11 +160,11 @@ def test_loading_a_folder_that_is_not_a_run_model_is_refused(tmp_path):
 def test_weight_decay_skips_every_bias_and_norm_whatever_its_name(tiny_model):
     from transformers import GPTNeoForSequenceClassification
 
-    from finetune.engine import _optimizer
+    from finetune.methods.whole import Full, FullSpec
     from finetune.schema import TrainSpec
 
     model = GPTNeoForSequenceClassification.from_pretrained(tiny_model("gpt_neo"), num_labels=2)
-    decay, no_decay = _optimizer(model, TrainSpec(weight_decay=0.1), fused=False).param_groups
+    decay, no_decay = Full(FullSpec(name="full")).parameter_groups(model, TrainSpec(weight_decay=0.1))
     names = {id(parameter): name for name, parameter in model.named_parameters()}
     undecayed = {names[id(parameter)] for parameter in no_decay["params"]}
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0

@@ -6,7 +6,9 @@ import pytest
 
 from finetune.cli import CONF_DIR
 from finetune.errors import UserError
-from finetune.schema import LastLayersSpec, LoraSpec, Run
+from finetune.methods.adapters import LoraSpec
+from finetune.methods.partial import LastLayersSpec
+from finetune.schema import Run
 
 from conftest import skip_if_known_upstream_break
 
@@ -24,8 +26,7 @@ def test_every_option_composes_into_a_valid_run(compose_run, group, option, tmp_
     with skip_if_known_upstream_break():
         run = compose_run(f"{group}={option}", *extra)
     assert isinstance(run, Run)
-    variants = {"lora_alpha32": "lora"}  # method files that extend another method keep its name
-    assert getattr(run, group).name == variants.get(option, option)
+    assert getattr(run, group).name == option  # a method YAML that extends another (lora_alpha32) keeps its own name
 
 
 def test_default_run_is_minilm_full_on_bundled_rotten_tomatoes(compose_run):
@@ -45,7 +46,7 @@ def test_run_is_immutable(compose_run):
 def test_method_options_become_their_own_typed_specs(compose_run):
     lora = compose_run("method=lora", "method.r=4", "method.target_modules=[query]").method
     assert isinstance(lora, LoraSpec) and lora.r == 4 and lora.target_modules == ("query",)
-    assert compose_run("method=last_layers", "method.num_layers=3").method == LastLayersSpec(num_layers=3)
+    assert compose_run("method=last_layers", "method.num_layers=3").method == LastLayersSpec(name="last_layers", num_layers=3)
 
 
 @pytest.mark.parametrize(

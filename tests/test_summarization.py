@@ -22,7 +22,7 @@ from finetune.tasks.summarization import CausalSummarization
 
 from conftest import article_rows, write_splits
 
-METHODS = ("full", "lora", "prompt_tuning", "last_layers", "none")
+METHODS = ("full", "lora", "dora", "lora_plus", "adalora", "prompt_tuning", "last_layers", "none")
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ def build_task(run: Run, tokenizer: PreTrainedTokenizerBase, label_names: tuple[
     if dataset.task == "summarization":
         kind = {"seq2seq": Seq2SeqSummarization, "causal": CausalSummarization}[family.architecture]  # Run checked it
         return kind(tokenizer, lm_parts, dataset=dataset, generation=run.generation)
-    text_to_text = run.method.name in family.text_to_text_methods
+    text_to_text = run.uses_text_to_text()
     if dataset.task == "multilabel":
         if text_to_text:
             return TextToTextMultiLabel(tokenizer, lm_parts, label_names)

@@ -1,0 +1,75 @@
+"""Classic baselines as methods: a linear SVM on TF-IDF features or on frozen embeddings. They run
+outside the training loop (`standalone`) and report in the same results fields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from finetune.errors import one_of, require
+from finetune.methods import register
+from finetune.methods.base import Method, MethodSpec
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import torch
+
+
+class _Svm(Method):
+    standalone = True
+
+    def refusal(self, run) -> str | None:
+        if run.generates_text():
+            return f"{run.method.name} is a classifier; it does not apply to dataset.task={run.dataset.task}"
+        return None
+
+
+@dataclass(frozen=True)
+class SvmTfidfSpec(MethodSpec):
+    kind: str = "svm_tfidf"
+    ngram_max: int = 2  # word n-grams 1..ngram_max
+    min_df: int = 2  # n-grams in fewer training texts are dropped
+    C: float = 1.0  # inverse regularisation strength of the linear SVM
+
+    def __post_init__(self) -> None:
+        require(self.ngram_max > 0, "method.ngram_max", f"must be > 0, got {self.ngram_max}")
+        require(self.min_df > 0, "method.min_df", f"must be > 0, got {self.min_df}")
+        require(self.C > 0, "method.C", f"must be > 0, got {self.C}")
+
+
+@register
+class SvmTfidf(_Svm):
+    """TF-IDF of word n-grams + a linear SVM (one-vs-rest for multilabel); the model is not used."""
+
+    spec_class = SvmTfidfSpec
+    uses_model = False
+
+    def fit_standalone(self, run, data, task, source: str | None, device: torch.device, model_dir: Path) -> Any:
+        from finetune.baselines import fit_svm, tfidf_features, train_texts
+
+        return fit_svm(run, data, task, lambda: tfidf_features(
+            self.spec.ngram_max, self.spec.min_df, train_texts(data), model_dir), model_dir)
+
+
+@dataclass(frozen=True)
+class SvmEmbeddingsSpec(MethodSpec):
+    kind: str = "svm_embeddings"
+    pooling: str = "mean"  # mean: average of the token states; first: the first token's state ([CLS])
+    C: float = 1.0  # inverse regularisation strength of the linear SVM
+
+    def __post_init__(self) -> None:
+        one_of(self.pooling, ("mean", "first"), "method.pooling")
+        require(self.C > 0, "method.C", f"must be > 0, got {self.C}")
+
+
+@register
+class SvmEmbeddings(_Svm):
+    """A linear SVM on the frozen encoder's pooled embeddings."""
+
+    spec_class = SvmEmbeddingsSpec
+
+    def fit_standalone(self, run, data, task, source: str | None, device: torch.device, model_dir: Path) -> Any:
+        from finetune.baselines import embedding_features, fit_svm
+
+        return fit_svm(run, data, task, lambda: embedding_features(run, self.spec.pooling, source, device), model_dir)

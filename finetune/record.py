@@ -1,0 +1,74 @@
+"""results.json as types: what a finished run measured (`Outcome`, built by the runner and written
+by `artifacts.ResultsFile`) and a record read back whatever its status (`RunRecord`, read by the
+report, sweeps, the run-dir checks, predict, eval and export)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a run measured; every field is required, so no kind of run leaves one out."""
+
+    metrics: dict[str, dict[str, float]]  # split -> metric -> value
+    main_metric: str  # the metric that picks the best epoch and that sweeps optimise
+    label_names: list[str]
+    params: dict[str, int]  # trainable, total
+    train_seconds: float
+    train_samples_per_second: float
+    peak_memory_mb: float
+    truncated: dict[str, Any]  # max_length, and per split the inputs cut to it
+    training: dict[str, Any]  # the loop's summary and learning curves; empty for runs without the loop
+    model_source: str | None  # where the weights came from; None where no model is loaded
+    device: str
+    precision: str  # the autocast precision: no, bf16, fp16
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A results.json: `running`, `completed`, `failed` or `interrupted`. A field the run did not
+    reach (or that an older finetune did not write) has its empty default."""
+
+    status: str = "unknown"
+    model: str = ""
+    method: str = ""
+    dataset: str = ""
+    task: str = ""
+    overrides: list[str] = field(default_factory=list)
+    config_hash: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    started_at: str = ""
+    finished_at: str = ""
+    error: str = ""
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    main_metric: str = ""
+    label_names: list[str] = field(default_factory=list)
+    params: dict[str, int] = field(default_factory=dict)
+    train_seconds: float | None = None
+    train_samples_per_second: float | None = None
+    peak_memory_mb: float | None = None
+    truncated: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    model_source: str | None = None
+    device: str = ""
+    precision: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        known = {item.name for item in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+    @classmethod
+    def read(cls, path: Path) -> RunRecord:
+        """`path`: a results.json."""
+        return cls.from_dict(json.loads(path.read_text()))
+
+    def score(self, split: str) -> float | None:
+        """The main metric on a split (validation, test), if the run got that far."""
+        return self.metrics.get(split, {}).get(self.main_metric)
