@@ -1,4 +1,5 @@
-"""Packaging: the wheel carries conf/ as finetune/conf, so every config group must be a listed package."""
+"""Packaging: the wheel carries every Python package of finetune and conf/ as finetune/conf, so each
+must be listed in pyproject.toml."""
 
 from __future__ import annotations
 
@@ -14,6 +15,14 @@ def test_every_config_group_is_packaged():
     groups = sorted(path.name for path in CONF_DIR.iterdir() if path.is_dir() and list(path.glob("*.yaml")))
     assert groups, CONF_DIR
     assert [group for group in groups if f'"finetune.conf.{group}"' not in listed] == []
+
+
+def test_every_python_package_is_packaged():
+    listed = PYPROJECT.read_text()
+    source = PYPROJECT.parent / "finetune"
+    packages = sorted(".".join(("finetune", *path.parent.relative_to(source).parts)) for path in source.rglob("__init__.py"))
+    assert "finetune.methods" in packages
+    assert [package for package in packages if f'"{package}"' not in listed] == []
 
 
 def test_the_configs_are_found_where_the_package_put_them():
