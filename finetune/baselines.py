@@ -22,11 +22,11 @@ from sklearn.svm import LinearSVC
 from tqdm.auto import tqdm
 
 from finetune.batching import sorted_batches
-from finetune.data import LabelledSplits
 from finetune.methods import count_parameters
 from finetune.models import load_encoder, load_tokenizer
 from finetune.schema import Run
 from finetune.tasks import Task
+from finetune.tasks.columns import LabelledSplits
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Load a data set (local files or the Hub), check its columns and map its labels to ids."""
+"""Load a data set (local files or the Hub) and hand its splits to the task kind, which checks its
+target columns and maps its labels."""
 
 from __future__ import annotations
 
@@ -6,28 +7,20 @@ import gzip
 import json
 import logging
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import datasets
 from datasets import Dataset, DatasetDict
 
 from finetune.errors import UserError
 from finetune.schema import DatasetSpec
+from finetune.tasks import task_kind
+from finetune.tasks.columns import LabelledSplits, require_column, require_strings
 
 log = logging.getLogger(__name__)
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-
-
-@dataclass(frozen=True)
-class LabelledSplits:
-    """Splits with `text` (str) and `labels`: a class id, 0/1 floats per label (multilabel) or the
-    reference summary; and the label names (none for summarization)."""
-
-    splits: dict[str, Dataset]
-    label_names: tuple[str, ...]
 
 
 def load_splits(spec: DatasetSpec, seed: int) -> LabelledSplits:
@@ -50,7 +43,7 @@ def load_splits(spec: DatasetSpec, seed: int) -> LabelledSplits:
         log.info("Validation: %d rows carved from train (seed %d)", len(splits["validation"]), seed)
     limits = {"train": spec.max_train_samples, "validation": spec.max_eval_samples, "test": spec.max_eval_samples}
     splits = {role: _subset(splits[role], limit, seed) for role, limit in limits.items() if role in splits}
-    return _labelled(splits, spec)
+    return task_kind(spec.task).labelled(splits, spec)
 
 
 def _where(spec: DatasetSpec) -> str:
@@ -151,41 +144,12 @@ def _load_hub(spec: DatasetSpec) -> DatasetDict:
 
 
 def _checked_columns(dataset: Dataset, spec: DatasetSpec, split: str) -> Dataset:
-    """The split reduced to `text` and `raw_label` (label value, list of 0/1 flags, or summary)."""
-    _require_column(dataset, "text_column", spec.text_column, split)
-    _require_strings(dataset, "text_column", spec.text_column, split)
-    if spec.task == "summarization":
-        _require_column(dataset, "summary_column", spec.summary_column, split)
-        _require_strings(dataset, "summary_column", spec.summary_column, split)
-        label_column = spec.summary_column
-    elif spec.task == "multilabel" and spec.label_columns and set(spec.label_columns) <= set(dataset.column_names):
-        dataset = dataset.map(lambda batch: {"packed_labels": _pack_flags(batch, spec.label_columns)}, batched=True)
-        label_column = "packed_labels"
-    else:
-        key = "label_column" if spec.task == "classification" or not spec.label_columns else "label_columns"
-        if spec.label_column not in dataset.column_names and key == "label_columns":
-            raise UserError(f"dataset.label_columns: split '{split}' has neither the columns {list(spec.label_columns)} "
-                            f"nor a list column '{spec.label_column}' (columns: {', '.join(dataset.column_names)})")
-        _require_column(dataset, "label_column", spec.label_column, split)
-        label_column = spec.label_column
-    dataset = dataset.select_columns([spec.text_column, label_column])
-    return dataset.rename_columns({spec.text_column: "text", label_column: "raw_label"})
-
-
-def _require_column(dataset: Dataset, key: str, column: str, split: str) -> None:
-    if column not in dataset.column_names:
-        raise UserError(f"dataset.{key}: no column '{column}' in split '{split}' (columns: {', '.join(dataset.column_names)})")
-
-
-def _require_strings(dataset: Dataset, key: str, column: str, split: str) -> None:
-    values = dataset[column]
-    bad = next((i for i, value in enumerate(values) if not isinstance(value, str)), None)
-    if bad is not None:
-        raise UserError(f"dataset.{key}: row {bad} of split '{split}' has a {type(values[bad]).__name__}, not a string")
-
-
-def _pack_flags(batch: dict[str, list], columns: tuple[str, ...]) -> list[list[int]]:
-    return [[int(flag) for flag in row] for row in zip(*(batch[column] for column in columns))]
+    """The split reduced to `text` and `raw_label` (the column the task kind reads its targets from)."""
+    require_column(dataset, "text_column", spec.text_column, split)
+    require_strings(dataset, "text_column", spec.text_column, split)
+    dataset, target_column = task_kind(spec.task).target_column(dataset, spec, split)
+    dataset = dataset.select_columns([spec.text_column, target_column])
+    return dataset.rename_columns({spec.text_column: "text", target_column: "raw_label"})
 
 
 def _subset(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
@@ -193,79 +157,3 @@ def _subset(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
     if limit is None or limit >= len(dataset):
         return dataset
     return dataset.shuffle(seed=seed).select(range(limit))
-
-
-def _labelled(splits: dict[str, Dataset], spec: DatasetSpec) -> LabelledSplits:
-    if spec.task == "summarization":
-        return LabelledSplits({role: d.rename_column("raw_label", "labels") for role, d in splits.items()}, ())
-    if spec.task == "multilabel":
-        names = tuple(spec.label_names or spec.label_columns or ())
-        if not names:
-            raise UserError("dataset.label_names: a multilabel data set needs the names of its labels "
-                            "(or dataset.label_columns, one column per label)")
-        to_flags = _multi_hot(names)
-    else:
-        names, to_flags = _single_label_ids(splits["train"], spec)
-    mapped = {}
-    for role, dataset in splits.items():
-        try:
-            mapped[role] = dataset.map(lambda batch: {"labels": [to_flags(v) for v in batch["raw_label"]]},
-                                       batched=True, remove_columns=["raw_label"])
-        except _BadLabel as error:
-            key = "label_column" if spec.task == "classification" else "label_names"
-            raise UserError(f"dataset.{key}: split '{role}' has {error}") from None
-    return LabelledSplits(splits=mapped, label_names=names)
-
-
-class _BadLabel(ValueError):
-    """A label value that does not fit the label set; the message says which."""
-
-
-def _single_label_ids(train: Dataset, spec: DatasetSpec) -> tuple[tuple[str, ...], Callable[[object], int]]:
-    """Label names and the value -> id mapping: ints index label_names, other values sort into ids."""
-    values = sorted(set(train["raw_label"]), key=_label_order)
-    if spec.label_names is not None:
-        names = tuple(spec.label_names)
-        if not all(isinstance(v, int) and 0 <= v < len(names) for v in values):
-            raise UserError(
-                f"dataset.label_names: {len(names)} names given, so labels must be ints 0..{len(names) - 1}; found {values[:10]}"
-            )
-        ids = {index: index for index in range(len(names))}
-    else:
-        if len(values) < 2:
-            raise UserError(f"dataset.label_column: the train split has {len(values)} distinct label(s); need at least 2")
-        names = tuple(str(v) for v in values)
-        ids = {value: index for index, value in enumerate(values)}
-
-    def to_id(value: object) -> int:
-        if value not in ids:
-            raise _BadLabel(f"label {value!r} outside the label set {list(names)}")
-        return ids[value]
-
-    return names, to_id
-
-
-def _multi_hot(names: tuple[str, ...]) -> Callable[[object], list[float]]:
-    """Multilabel values -> 0/1 floats per label: from a list of 0/1 flags or a list of label names."""
-    index = {name: position for position, name in enumerate(names)}
-
-    def to_flags(value: object) -> list[float]:
-        if not isinstance(value, list):
-            raise _BadLabel(f"a label {value!r} that is not a list (0/1 per label, or label names)")
-        if not value:  # a list of names, none of them
-            return [0.0] * len(names)
-        if all(isinstance(v, str) for v in value):
-            unknown = [v for v in value if v not in index]
-            if unknown:
-                raise _BadLabel(f"label names {unknown[:5]} outside {list(names)}")
-            return [float(name in value) for name in names]
-        if len(value) != len(names) or any(v not in (0, 1) for v in value):
-            raise _BadLabel(f"a label list {value[:12]} that is not {len(names)} flags of 0/1 (one per label: {list(names)})")
-        return [float(v) for v in value]
-
-    return to_flags
-
-
-def _label_order(value: object) -> tuple[int, object]:
-    # numbers sort numerically, everything else as text; the two kinds never compare
-    return (0, value) if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, str(value))

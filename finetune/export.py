@@ -21,6 +21,7 @@ from finetune.loading import load_base_model
 from finetune.logs import quiet_libraries
 from finetune.methods import METHODS, build_method
 from finetune.schema import Run
+from finetune.tasks import task_kind
 from finetune.trained import TrainedRun, load_run
 
 def export(trained: TrainedRun, out_dir: Path, merge: bool) -> Path:
@@ -34,13 +35,14 @@ def export(trained: TrainedRun, out_dir: Path, merge: bool) -> Path:
         model = model.merge_and_unload()
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UserError(f"OUT_DIR: '{out_dir}' exists and is not empty")
-    if trained.run.dataset.task == "summarization":
+    generates = task_kind(trained.run.dataset.task).generates_text
+    if generates:
         _generation_defaults(model.get_base_model() if isinstance(model, PeftModel) else model, trained.run)
     if isinstance(model, PeftModel):
         # the untouched base weights with the run's config, then the adapter beside them: transformers
         # loads such a directory as a complete model with an embedded adapter
         pristine = load_base_model(trained.directory / "model")
-        if trained.run.dataset.task == "summarization":
+        if generates:
             _generation_defaults(pristine, trained.run)
         pristine.save_pretrained(out_dir)
     model.save_pretrained(out_dir)
@@ -53,7 +55,7 @@ def _pipeline_task(run: Run) -> str:
     """The Hub's pipeline tag; transformers 5 runs text-classification and text-generation as pipelines."""
     if run.model.architecture == "seq2seq" and run.generates_text():
         return "text2text-generation"
-    return "text-generation" if run.dataset.task == "summarization" else "text-classification"
+    return task_kind(run.dataset.task).pipeline_tag
 
 
 def _usage(task: str) -> str:

@@ -19,14 +19,15 @@ from tqdm.auto import tqdm
 from finetune.batching import sorted_batches
 from finetune.errors import EXIT_BAD_INPUT, UserError
 from finetune.logs import quiet_libraries
+from finetune.tasks import task_kind
 from finetune.trained import TrainedRun, load_run
 
 
 def predict(trained: TrainedRun, texts: list[str], batch_size: int = 32, progress: bool = False) -> list[dict[str, Any]]:
     """One output dict a text, in the order of `texts`."""
     run, task = trained.run, trained.task
-    placeholder = {"classification": 0, "multilabel": [0.0] * len(trained.results.label_names), "summarization": ""}
-    encoded = task.encode([run.dataset.source_prefix + text for text in texts], [placeholder[run.dataset.task]] * len(texts),
+    placeholder = task_kind(run.dataset.task).placeholder_target(tuple(trained.results.label_names))
+    encoded = task.encode([run.dataset.source_prefix + text for text in texts], [placeholder] * len(texts),
                           run.dataset.max_source_length or run.model.max_length)
     features = [{key: values[i] for key, values in encoded.items() if key != "truncated"} for i in range(len(texts))]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -18,7 +18,7 @@ from finetune.artifacts import ResultsFile, Tracker, save_model
 from finetune.files import write_text_atomic
 from finetune.batching import LengthGroupedBatches, make_loader, sorted_batches, tokenize
 from finetune.checkpoint import BestCheckpoint, Checkpoints
-from finetune.data import LabelledSplits, load_splits
+from finetune.data import load_splits
 from finetune.engine import Trainer, evaluate, planned_steps
 from finetune.errors import Interrupted, UserError
 from finetune.hardware import PeakMemory, agree_on_processes, compiled, make_accelerator, run_precision
@@ -27,6 +27,7 @@ from finetune.models import load_model, load_tokenizer, model_source
 from finetune.record import Outcome
 from finetune.schema import Run
 from finetune.tasks import Task, build_task
+from finetune.tasks.columns import LabelledSplits
 
 log = logging.getLogger(__name__)
 

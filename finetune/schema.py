@@ -22,7 +22,6 @@ from finetune.errors import UserError, one_of, require
 from finetune.methods import METHODS, MethodSpec, build_method
 from finetune.sweep_names import swept_label
 
-TASKS = ("classification", "multilabel", "summarization")
 ARCHITECTURES = ("encoder", "seq2seq", "causal")
 DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -69,7 +68,7 @@ class DatasetSpec:
     """Where the data is and which columns hold the text and the label."""
 
     name: str = MISSING
-    task: str = "classification"
+    task: str = "classification"  # a kind in finetune/tasks/: classification, multilabel, summarization
     path: Optional[str] = None  # directory of {train,validation,test}.{jsonl,json,csv,parquet}[.gz]
     encoding: str = "utf-8"  # text encoding of local .jsonl, .json and .csv files, e.g. latin-1
     hub_id: Optional[str] = None  # used when path is not set
@@ -95,7 +94,9 @@ class DatasetSpec:
     max_eval_samples: Optional[int] = None  # per evaluation split
 
     def __post_init__(self) -> None:
-        one_of(self.task, TASKS, "dataset.task")
+        from finetune.tasks import task_kind  # the kinds import torch; a run is validated in its job only
+
+        task_kind(self.task)
         try:
             codecs.lookup(self.encoding)
         except LookupError:
@@ -219,9 +220,9 @@ class Run:
                                               f"for dataset.task={self.dataset.task}: {reason}")
         reason = build_method(self.method).refusal(self)
         require(reason is None, "method", str(reason))
-        require(self.dataset.task != "summarization" or self.model.architecture != "encoder", "dataset.task",
-                 f"summarization needs a seq2seq or causal model; model={self.model.name} is encoder "
-                 "(try model=flan_t5 or model=gpt_neo)")
+        reason = self._task_kind().refusal(self)
+        if reason is not None:
+            raise UserError(reason)
         reason = known_break(self)
         require(reason is None, "method", str(reason))
         object.__setattr__(self, "overrides", tuple(self.overrides))
@@ -243,7 +244,12 @@ class Run:
 
     def generates_text(self) -> bool:
         """Whether evaluation generates text, so that `generation.*` changes the results."""
-        return self.dataset.task == "summarization" or self.uses_text_to_text()
+        return self._task_kind().generates_text or self.uses_text_to_text()
+
+    def _task_kind(self) -> Any:
+        from finetune.tasks import task_kind
+
+        return task_kind(self.dataset.task)
 
     def uses_text_to_text(self) -> bool:
         """Whether the family classifies by generating label names with this method (its YAML lists them)."""

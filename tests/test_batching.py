@@ -45,7 +45,8 @@ def test_long_texts_are_truncated_and_counted_in_the_log(tiny_bert, caplog):
     from transformers import AutoTokenizer
 
     from finetune.batching import tokenize
-    from finetune.tasks import HeadClassification, ModelParts
+    from finetune.tasks import ModelParts
+    from finetune.tasks.classification import HeadClassification
 
     texts = ["short one", "a much longer text " * 20, "another very long text " * 20]
     splits = {"train": Dataset.from_dict({"text": texts, "labels": [0, 1, 0]})}

@@ -20,9 +20,15 @@ from finetune.tasks import ModelParts
 from finetune.tasks.generation import IGNORE, generate
 from finetune.tasks.summarization import CausalSummarization
 
-from conftest import article_rows, write_splits
+from conftest import NETWORK_METHODS, article_rows, write_splits
 
-METHODS = ("full", "lora", "dora", "lora_plus", "adalora", "prompt_tuning", "last_layers", "none")
+REFUSED = {  # where summarizing is refused, and why (tested below)
+    ("flan_t5", "head_only"): "head_only trains a new classification head",
+    ("gpt_neo", "head_only"): "head_only trains a new classification head",
+    ("gpt_neo", "prefix_tuning"): "prefix_tuning does not apply to model=gpt_neo for dataset.task=summarization",
+}
+PAIRS = [(family, method) for family in ("flan_t5", "gpt_neo") for method in NETWORK_METHODS
+         if (family, method) not in REFUSED]
 
 
 @pytest.fixture
@@ -39,9 +45,14 @@ def summary_run(compose_run, tiny_model, article_dir, tmp_path):
     return make
 
 
-@pytest.mark.parametrize("family", ["flan_t5", "gpt_neo"])
-@pytest.mark.parametrize("method", METHODS)
-def test_every_listed_method_trains_generates_and_scores_rouge(summary_run, family, method):
+@pytest.mark.parametrize("family,method", sorted(REFUSED))
+def test_methods_that_cannot_summarize_are_refused_before_loading(summary_run, family, method):
+    with pytest.raises(UserError, match=REFUSED[family, method]):
+        summary_run(family, method)
+
+
+@pytest.mark.parametrize("family,method", PAIRS)
+def test_every_method_trains_generates_and_scores_rouge(summary_run, family, method):
     run = summary_run(family, method)
     results = execute(run)
 

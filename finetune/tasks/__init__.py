@@ -1,36 +1,43 @@
-"""Task kinds: how texts are encoded and batched, which model class trains, how outputs are scored.
+"""Tasks: one module per kind of task (`dataset.task`): classification, multilabel, summarization.
 
-One class per (task, route); `build_task` picks it from the data set's task, the family's
-architecture and whether the method needs the text-to-text route.
+Each module registers a `TaskKind` (its data columns and labels, refusals, what predict and export
+need) and holds the model routes (`Task` classes: how texts are encoded and batched, which model
+class trains, how outputs are scored). A new kind is a new module here; nothing else switches on a
+task's name.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from transformers import PreTrainedTokenizerBase
 
+from finetune.errors import UserError
 from finetune.schema import Run
-from finetune.tasks.base import BatchOutput, ModelParts, Task
-from finetune.tasks.classification import HeadClassification, HeadMultiLabel
-from finetune.tasks.summarization import CausalSummarization, Seq2SeqSummarization
-from finetune.tasks.text_to_text import TextToTextClassification, TextToTextMultiLabel
+from finetune.tasks.base import BatchOutput, ModelParts, Task, TaskKind
 
-__all__ = ["BatchOutput", "ModelParts", "Task", "build_task"]
+__all__ = ["TASK_KINDS", "BatchOutput", "ModelParts", "Task", "TaskKind", "build_task", "register_task", "task_kind"]
+
+TASK_KINDS: dict[str, TaskKind] = {}  # dataset.task -> its kind
+
+
+def register_task(kind: type[TaskKind]) -> type[TaskKind]:
+    """Class decorator: `dataset.task=<kind.name>` runs this kind."""
+    TASK_KINDS[kind.name] = kind()
+    return kind
+
+
+def task_kind(name: str) -> TaskKind:
+    if name not in TASK_KINDS:
+        raise UserError(f"dataset.task: '{name}' is not allowed; choose one of {', '.join(sorted(TASK_KINDS))}")
+    return TASK_KINDS[name]
 
 
 def build_task(run: Run, tokenizer: PreTrainedTokenizerBase, label_names: tuple[str, ...]) -> Task:
-    """The task for this run; families list the methods that need the text-to-text route."""
-    family, dataset = run.model, run.dataset
-    head_parts = ModelParts(family.layers, family.head, family.peft_trainable)
-    lm_parts = ModelParts(family.lm_layers or family.layers, (), ())
-    if dataset.task == "summarization":
-        kind = {"seq2seq": Seq2SeqSummarization, "causal": CausalSummarization}[family.architecture]  # Run checked it
-        return kind(tokenizer, lm_parts, dataset=dataset, generation=run.generation)
-    text_to_text = run.uses_text_to_text()
-    if dataset.task == "multilabel":
-        if text_to_text:
-            return TextToTextMultiLabel(tokenizer, lm_parts, label_names)
-        return HeadMultiLabel(tokenizer, head_parts, label_names, threshold=dataset.threshold,
-                              tune_threshold=dataset.tune_threshold)
-    if text_to_text:
-        return TextToTextClassification(tokenizer, lm_parts, label_names)
-    return HeadClassification(tokenizer, head_parts, label_names)
+    """The model route for this run, chosen by its task kind."""
+    return task_kind(run.dataset.task).build(run, tokenizer, label_names)
+
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+    from finetune.schema import DatasetSpec, Run
+    from finetune.tasks.columns import LabelledSplits
 
 
 @dataclass(frozen=True)
@@ -86,3 +92,44 @@ def single_label_outputs(logits: np.ndarray, label_names: tuple[str, ...]) -> li
     probabilities = shifted / shifted.sum(axis=-1, keepdims=True)
     return [{"label": label_names[int(row.argmax())],
              "probabilities": dict(zip(label_names, row.astype(float).round(6).tolist()))} for row in probabilities]
+
+
+class TaskKind:
+    """A kind of task (`dataset.task`), one module each: which data columns it reads and how its
+    labels are made, what it refuses, which model route (a `Task`) runs it, what `finetune-predict`
+    encodes and what `finetune-export` tags. Nothing outside the module switches on its name."""
+
+    name: ClassVar[str]
+    generates_text: ClassVar[bool] = False  # evaluation generates text, so generation.* matters
+    pipeline_tag: ClassVar[str]  # the Hub pipeline an export declares (text2text-generation for seq2seq LMs)
+
+    def refusal(self, run: Run) -> str | None:
+        """Why this kind cannot run `run` (e.g. a family of the wrong architecture), or None."""
+        return None
+
+    def target_column(self, dataset: Dataset, spec: DatasetSpec, split: str) -> tuple[Dataset, str]:
+        """The split (with any column the kind derives) and the name of the column holding its targets."""
+        raise NotImplementedError
+
+    def labelled(self, splits: dict[str, Dataset], spec: DatasetSpec) -> LabelledSplits:
+        """The splits with `raw_label` turned into `labels`, and the label names."""
+        raise NotImplementedError
+
+    def placeholder_target(self, label_names: tuple[str, ...]) -> Any:
+        """A target for encoding inputs that have none (finetune-predict)."""
+        raise NotImplementedError
+
+    def build(self, run: Run, tokenizer: PreTrainedTokenizerBase, label_names: tuple[str, ...]) -> Task:
+        """The model route for this run (head or text-to-text, seq2seq or causal)."""
+        raise NotImplementedError
+
+
+def head_parts(run: Run) -> ModelParts:
+    """The family's modules in its classification-head model."""
+    family = run.model
+    return ModelParts(family.layers, family.head, family.peft_trainable)
+
+
+def lm_parts(run: Run) -> ModelParts:
+    """The family's modules in its language-model class (no head of ours to train)."""
+    return ModelParts(run.model.lm_layers or run.model.layers, (), ())

@@ -1,17 +1,25 @@
-"""Classification with a head on the model: single-label (softmax) and multilabel (sigmoid)."""
+"""Single-label classification (`dataset.task=classification`): one label a text, from a label
+column of ints (named by dataset.label_names) or of any values (their sorted distinct values name
+the classes). A classification head (softmax) by default; the text-to-text route for the methods a
+family lists in `text_to_text_methods`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
+from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from finetune.metrics import best_threshold, classification_metrics, multilabel_metrics
-from finetune.tasks.base import BatchOutput, ModelParts, label_config, single_label_outputs
+from finetune.errors import UserError
+from finetune.metrics import classification_metrics
+from finetune.tasks import register_task
+from finetune.tasks.base import BatchOutput, ModelParts, TaskKind, head_parts, label_config, lm_parts, single_label_outputs
+from finetune.tasks.columns import BadLabel, LabelledSplits, map_labels, require_column
+from finetune.tasks.text_to_text import TextToText
 
 
 @dataclass(frozen=True)
@@ -60,30 +68,81 @@ class HeadClassification:
 
 
 @dataclass(frozen=True)
-class HeadMultiLabel(HeadClassification):
-    """Any number of labels a text: BCE-with-logits loss, a label is on when sigmoid > threshold.
+class TextToTextClassification(TextToText):
+    """The target is the label's name; the class logits are the decoder's first-step logits of each
+    name's first token, so the metrics are those of the head route."""
 
-    With `tune_threshold`, each evaluation reports the threshold with the best Jaccard index on its
-    own split; the test split is then scored at the validation's threshold (`calibrated`).
-    """
+    main_metric: str = "accuracy"
 
-    threshold: float = 0.5
-    tune_threshold: bool = False
-    main_metric: str = "jaccard"
+    def __post_init__(self) -> None:
+        targets = self.tokenizer(list(self.label_names), add_special_tokens=False)["input_ids"]
+        first = [ids[0] for ids in targets]
+        if len(set(first)) != len(first):
+            raise UserError(f"dataset.label_names: {list(self.label_names)} do not start with distinct tokens; rename them")
+        object.__setattr__(self, "first_tokens", torch.tensor(first))
 
-    def model_kwargs(self) -> dict[str, Any]:
-        return {**super().model_kwargs(), "problem_type": "multi_label_classification"}
+    def encode(self, texts: list[str], targets: list[Any], max_length: int) -> dict[str, list]:
+        return self._encode_targets(texts, [self.label_names[label] for label in targets], max_length)
+
+    def evaluate_batch(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> BatchOutput:
+        output = model(**batch)
+        first = self.first_tokens.to(output.logits.device)
+        class_ids = (batch["labels"][:, :1] == first).int().argmax(dim=-1)
+        return BatchOutput(output.loss, output.logits[:, 0, first].float(), class_ids)
 
     def metrics(self, predictions: list[np.ndarray], references: list[np.ndarray]) -> dict[str, float]:
-        probabilities = 1 / (1 + np.exp(-np.concatenate(predictions)))
-        labels = np.concatenate(references)
-        threshold = best_threshold(probabilities, labels) if self.tune_threshold else self.threshold
-        return {**multilabel_metrics(probabilities > threshold, labels, self.label_names), "threshold": threshold}
+        return classification_metrics(np.concatenate(predictions), np.concatenate(references))
 
     def readable(self, predictions: np.ndarray) -> list[dict[str, Any]]:
-        probabilities = 1 / (1 + np.exp(-predictions))
-        return [{"labels": [name for name, p in zip(self.label_names, row) if p > self.threshold],
-                 "probabilities": dict(zip(self.label_names, row.astype(float).round(6).tolist()))} for row in probabilities]
+        return single_label_outputs(predictions, self.label_names)
 
-    def calibrated(self, validation: dict[str, float]) -> HeadMultiLabel:
-        return replace(self, threshold=validation["threshold"], tune_threshold=False)
+
+@register_task
+class Classification(TaskKind):
+    name = "classification"
+    pipeline_tag = "text-classification"
+
+    def target_column(self, dataset: Dataset, spec, split: str) -> tuple[Dataset, str]:
+        require_column(dataset, "label_column", spec.label_column, split)
+        return dataset, spec.label_column
+
+    def labelled(self, splits: dict[str, Dataset], spec) -> LabelledSplits:
+        names, to_id = _single_label_ids(splits["train"], spec)
+        return map_labels(splits, to_id, "label_column", names)
+
+    def placeholder_target(self, label_names: tuple[str, ...]) -> Any:
+        return 0
+
+    def build(self, run, tokenizer: PreTrainedTokenizerBase, label_names: tuple[str, ...]):
+        if run.uses_text_to_text():
+            return TextToTextClassification(tokenizer, lm_parts(run), label_names)
+        return HeadClassification(tokenizer, head_parts(run), label_names)
+
+
+def _single_label_ids(train: Dataset, spec) -> tuple[tuple[str, ...], Callable[[object], int]]:
+    """Label names and the value -> id mapping: ints index label_names, other values sort into ids."""
+    values = sorted(set(train["raw_label"]), key=_label_order)
+    if spec.label_names is not None:
+        names = tuple(spec.label_names)
+        if not all(isinstance(v, int) and 0 <= v < len(names) for v in values):
+            raise UserError(
+                f"dataset.label_names: {len(names)} names given, so labels must be ints 0..{len(names) - 1}; found {values[:10]}"
+            )
+        ids = {index: index for index in range(len(names))}
+    else:
+        if len(values) < 2:
+            raise UserError(f"dataset.label_column: the train split has {len(values)} distinct label(s); need at least 2")
+        names = tuple(str(v) for v in values)
+        ids = {value: index for index, value in enumerate(values)}
+
+    def to_id(value: object) -> int:
+        if value not in ids:
+            raise BadLabel(f"label {value!r} outside the label set {list(names)}")
+        return ids[value]
+
+    return names, to_id
+
+
+def _label_order(value: object) -> tuple[int, object]:
+    # numbers sort numerically, everything else as text; the two kinds never compare
+    return (0, value) if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, str(value))

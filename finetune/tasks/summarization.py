@@ -1,5 +1,6 @@
-"""Summarization: an encoder-decoder maps the document to its summary; a causal model continues
-"document + separator" with the summary, trained on the summary tokens only."""
+"""Summarization (`dataset.task=summarization`): documents and reference summaries (two text
+columns), scored by ROUGE. An encoder-decoder maps the document to its summary; a causal model
+continues "document + separator" with the summary, trained on the summary tokens only."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, PreTrainedTokenizerBase
 
 from finetune.metrics import rouge_metrics
 from finetune.schema import DatasetSpec, GenerationSpec
-from finetune.tasks.base import BatchOutput, ModelParts
+from finetune.tasks import register_task
+from finetune.tasks.base import BatchOutput, ModelParts, TaskKind, lm_parts
+from finetune.tasks.columns import LabelledSplits, require_column, require_strings
 from finetune.tasks.generation import IGNORE, decode, generate
 
 
@@ -129,3 +133,31 @@ def _pad(rows: list[list[int]], value: int, left: bool) -> torch.Tensor:
     width = max(len(row) for row in rows)
     padded = [[value] * (width - len(row)) + row if left else row + [value] * (width - len(row)) for row in rows]
     return torch.tensor(padded, dtype=torch.long)
+
+
+@register_task
+class Summarization(TaskKind):
+    name = "summarization"
+    generates_text = True
+    pipeline_tag = "text-generation"
+
+    def refusal(self, run) -> str | None:
+        if run.model.architecture == "encoder":
+            return (f"dataset.task: summarization needs a seq2seq or causal model; model={run.model.name} is encoder "
+                    "(try model=flan_t5 or model=gpt_neo)")
+        return None
+
+    def target_column(self, dataset: Dataset, spec: DatasetSpec, split: str) -> tuple[Dataset, str]:
+        require_column(dataset, "summary_column", spec.summary_column, split)
+        require_strings(dataset, "summary_column", spec.summary_column, split)
+        return dataset, spec.summary_column
+
+    def labelled(self, splits: dict[str, Dataset], spec: DatasetSpec) -> LabelledSplits:
+        return LabelledSplits({role: split.rename_column("raw_label", "labels") for role, split in splits.items()}, ())
+
+    def placeholder_target(self, label_names: tuple[str, ...]) -> Any:
+        return ""
+
+    def build(self, run, tokenizer: PreTrainedTokenizerBase, label_names: tuple[str, ...]):
+        route = {"seq2seq": Seq2SeqSummarization, "causal": CausalSummarization}[run.model.architecture]  # refusal checked it
+        return route(tokenizer, lm_parts(run), dataset=run.dataset, generation=run.generation)
