@@ -42,7 +42,7 @@ COMPANIONS = {
     "finetune-report DIR...": "a comparison table (markdown, CSV) and plots of every results.json under the dirs",
     "finetune-predict RUN_DIR TEXT...": "predictions of a trained run (or --file texts.txt/.jsonl/.csv)",
     "finetune-eval RUN_DIR OVERRIDES...": "score a trained run on other data (dataset=sst2 dataset.path=DIR)",
-    "finetune-export RUN_DIR OUT_DIR": "a self-contained Hugging Face model (--merge folds LoRA/IA3 in)",
+    "finetune-export RUN_DIR OUT_DIR": "a self-contained Hugging Face model (--merge folds LoRA, AdaLoRA, IA3 in)",
 }
 
 

@@ -81,7 +81,7 @@ def model_card(trained: TrainedRun, merged: bool) -> str:
     run, results = trained.run, trained.results
     task = _pipeline_task(run)
     form = "full weights" if not (trained.directory / "model" / "adapter_config.json").is_file() else (
-        "LoRA/IA3 update merged into the base weights" if merged else "a peft adapter on its base model")
+        "the adapter update merged into the base weights" if merged else "a peft adapter on its base model")
     metrics = "\n".join(f"| {split} | " + ", ".join(f"{k} {v:.4f}" for k, v in values.items() if not k.startswith("f1_"))
                         + " |" for split, values in results.metrics.items())
     return f"""---

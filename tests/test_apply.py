@@ -90,6 +90,21 @@ def test_exported_model_in_a_pipeline_predicts_what_finetune_predict_does(sentim
         assert theirs == pytest.approx(mine["probabilities"], abs=1e-5)
 
 
+@pytest.mark.parametrize("method", ["dora", "adalora"])
+def test_other_mergeable_adapters_export_merged_and_predict_the_same(lora_run, tiny_model, sentiment_dir, tmp_path,
+                                                                    method):
+    run_dir = lora_run("model=bert", f"model.path={tiny_model('bert')}", f"method={method}", "dataset=local",
+                       f"dataset.path={sentiment_dir}", "train.lr=2e-3", "train.epochs=2")
+    trained = load_run(run_dir)
+    expected = predict(trained, TEXTS)
+    out = export(trained, tmp_path / "export", merge=True)
+    assert not (out / "adapter_config.json").exists()
+    classify = pipeline("text-classification", model=str(out), top_k=None, device="cpu")
+    for text, mine in zip(TEXTS, expected):
+        theirs = {item["label"]: item["score"] for item in classify([text])[0]}
+        assert theirs == pytest.approx(mine["probabilities"], abs=1e-5)
+
+
 def test_multilabel_predictions_use_the_runs_threshold_and_export_to_a_sigmoid_pipeline(lora_run, tiny_model, emotion_dir,
                                                                                        tmp_path):
     run_dir = lora_run("model=bert", f"model.path={tiny_model('bert')}", "method=full", "dataset=local",
