@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
@@ -49,7 +49,7 @@ def _fingerprint(dataset: Dataset, task: Task, max_length: int, prefix: str) -> 
     # datasets would otherwise dill-hash the whole tokenizer for every split (seconds each);
     # these are the inputs that decide the encoding
     tokenizer = task.tokenizer
-    settings = [(f.name, getattr(task, f.name)) for f in fields(task) if f.name != "tokenizer"]
+    settings = sorted((name, repr(value)) for name, value in vars(task).items() if name != "tokenizer")
     key = [dataset._fingerprint, type(task).__name__, settings, tokenizer.name_or_path, type(tokenizer).__name__, len(tokenizer),
            max_length, prefix]
     return hashlib.sha256(repr(key).encode()).hexdigest()[:16]

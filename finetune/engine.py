@@ -214,6 +214,7 @@ class Trainer:
                     loss = torch.zeros_like(loss)
                 else:
                     self.accelerator.backward(loss)
+                    self.method.after_backward(self._plain_model())
                 if self.accelerator.sync_gradients and self.train.max_grad_norm:
                     self.accelerator.clip_grad_norm_(self.model.parameters(), self.train.max_grad_norm)
                 self.optimizer.step()

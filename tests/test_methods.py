@@ -88,19 +88,33 @@ def test_a_method_is_one_registered_class_the_engine_runs_without_naming_it(tiny
     class BitFitSpec(MethodSpec):
         kind: str = "bitfit"
 
-    class BitFit(Method):  # the README's example
+    calls: list[tuple] = []
+
+    class BitFit(Method):  # the README's example, with the loop's hooks recorded
         spec_class = BitFitSpec
 
         def prepare(self, model, family, task, total_steps):
+            calls.append(("prepare", total_steps))
             for name, parameter in model.named_parameters():
                 parameter.requires_grad_(name.endswith("bias") or name.split(".")[0] in family.head)
             return model
 
+        def after_backward(self, model):
+            calls.append(("after_backward",))
+
+        def after_optimizer_step(self, model, step):
+            calls.append(("after_optimizer_step", step))
+
+        def at_epoch_end(self, model, epoch):
+            calls.append(("at_epoch_end", epoch))
+
     register(BitFit)
     try:
-        run = dataclasses.replace(tiny_run("train.max_steps=2"), method=BitFitSpec(name="bitfit"))
+        run = dataclasses.replace(tiny_run("train.max_steps=2", "train.grad_accum=2"), method=BitFitSpec(name="bitfit"))
         results = execute(run)
     finally:
         del METHODS["bitfit"]
     assert results["status"] == "completed" and results["method"] == "bitfit"
     assert 0 < results["params"]["trainable"] < results["params"]["total"] / 10
+    assert calls == [("prepare", 2), ("after_backward",), ("after_backward",), ("after_optimizer_step", 1),
+                     ("after_backward",), ("after_backward",), ("after_optimizer_step", 2), ("at_epoch_end", 1)]

@@ -75,6 +75,9 @@ class Method:
         return [{"params": [p for p in trainable if p.dim() >= 2], "weight_decay": train.weight_decay},
                 {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0}]
 
+    def after_backward(self, model: nn.Module) -> None:
+        """Called after each backward pass, before gradients are clipped (e.g. to edit gradients)."""
+
     def after_optimizer_step(self, model: nn.Module, step: int) -> None:
         """Called after each optimizer step (`step` counts from 1), before the gradients are cleared."""
 
