@@ -205,7 +205,7 @@ def format_summary(record: RunRecord, run_dir: Path) -> str:
     if record.train_seconds:
         lines.append(
             f"  training    {record.train_seconds:.1f} s, {record.train_samples_per_second:.1f} samples/s, "
-            f"peak memory {record.peak_memory_mb:,.0f} MB"
+            f"peak memory {record.peak_memory_mb:,.0f} MB, {record.precision or 'fp32'} on {record.device or 'cpu'}"
         )
     lines.append(f"  artifacts   {run_dir}  (results.json, model/, tensorboard/)")
     return "\n".join(lines)

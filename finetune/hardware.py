@@ -28,19 +28,34 @@ def run_precision(accelerator: Accelerator) -> str:
     return {mixed: name for name, mixed in MIXED_PRECISION.items()}[accelerator.mixed_precision]
 
 
-def make_accelerator(spec: HardwareSpec, grad_accum: int) -> Accelerator:
-    """An Accelerator for the requested device; `auto` precision is bf16 on capable GPUs, else fp32.
+CPU_BF16_CHECKS = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's (private) probes
 
-    fp32 stays the CPU default: bf16 autocast is only fast on CPUs with native bf16 (avx512_bf16/AMX)
-    and was 20x slower than fp32 on an AVX2-only CPU.
-    """
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (avx512_bf16 or AMX). Only there is bf16 autocast
+    faster than fp32; on an AVX2-only CPU it was 20x slower. A torch without the probes: False."""
+    return any(getattr(torch.cpu, check, lambda: False)() for check in CPU_BF16_CHECKS)
+
+
+def auto_precision(on_cpu: bool) -> str:
+    """`hardware.precision=auto`: bf16 where the device computes it natively (GPUs that support it,
+    CPUs with avx512_bf16 or AMX), else fp32."""
+    native = cpu_has_native_bf16() if on_cpu else torch.cuda.is_bf16_supported()
+    return "bf16" if native else "fp32"
+
+
+def make_accelerator(spec: HardwareSpec, grad_accum: int) -> Accelerator:
+    """An Accelerator for the requested device and precision (`auto`: see auto_precision)."""
     gpu = torch.cuda.is_available()
     if spec.device == "gpu" and not gpu:
         raise UserError("hardware.device: 'gpu' requested but no CUDA device is visible; use hardware=cpu or hardware=auto")
     on_cpu = spec.device == "cpu" or not gpu
     precision = spec.precision
     if precision == "auto":
-        precision = "bf16" if not on_cpu and torch.cuda.is_bf16_supported() else "fp32"
+        precision = auto_precision(on_cpu)
+        log.info("Precision %s: hardware.precision=auto on %s", precision,
+                 ("a CPU with native bf16" if cpu_has_native_bf16() else "a CPU without native bf16") if on_cpu
+                 else torch.cuda.get_device_name())
     if precision == "fp16" and on_cpu:
         raise UserError("hardware.precision: fp16 needs a GPU; use fp32 or bf16 on the CPU")
     if spec.num_threads:

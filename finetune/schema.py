@@ -183,7 +183,7 @@ class HardwareSpec:
 
     name: str = MISSING
     device: str = "auto"  # auto: the GPU when one is visible, else the CPU
-    precision: str = "auto"  # auto: bf16 on a GPU that supports it, else fp32
+    precision: str = "auto"  # auto: bf16 on a GPU that supports it or a CPU with avx512_bf16/AMX, else fp32
     num_threads: Optional[int] = None  # CPU threads for torch; null keeps torch's default
     compile: bool = False  # torch.compile the training forward (dynamic shapes); pays off on GPUs
     jobs_per_gpu: int = 1  # parallel multirun jobs (hydra/launcher=joblib) that may share one GPU

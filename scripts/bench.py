@@ -1,9 +1,12 @@
 """Training speed of `finetune` against the Hugging Face Trainer: same model, data and hyperparameters.
 
-Three variants train one classifier on the same subset with the same batch size, lr, epochs and seed:
-  typical   the Trainer as often written: fp32, every text padded to max_length
-  tuned     the Trainer with dynamic padding, length-grouped batches, and bf16 on a GPU that has it
-  finetune  the `finetune` command (a subprocess; its results.json is read)
+Four variants train one classifier on the same subset with the same batch size, lr, epochs and seed:
+  typical     the Trainer as often written: fp32, every text padded to max_length
+  tuned       the Trainer with dynamic padding and length-grouped batches, as users run it: fp32 on a
+              CPU, bf16 on a GPU that has it
+  tuned-bf16  the same in bf16 wherever the device computes bf16 natively (a CPU with avx512_bf16 or
+              AMX too): what `finetune`'s hardware=auto picks, so the ratio against it is like for like
+  finetune    the `finetune` command with hardware=auto (a subprocess; its results.json is read)
 Each runs in its own process, so peak memory is its own. The last lines are the ratios.
 
   python scripts/bench.py                                    # CPU: MiniLM, 2,048 training samples
@@ -54,6 +57,7 @@ class Measurement:
     peak_memory_mb: float
     validation_accuracy: float
     train_seconds: float
+    precision: str  # fp32 or bf16
 
 
 def main() -> None:
@@ -88,7 +92,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--max-length", type=int, default=128, help="the typical recipe pads every text to this")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--variants", nargs="+", default=["finetune", "tuned", "typical"])
+    parser.add_argument("--variants", nargs="+", default=["finetune", "tuned", "tuned-bf16", "typical"])
     parser.add_argument("--finetune-overrides", nargs="*", default=[], help="extra overrides, e.g. hardware.compile=true")
     args = parser.parse_args()
     if args.model_path is None and not args.random_init:
@@ -142,7 +146,7 @@ def _trainer(setting: Setting, variant: str) -> Measurement:
                               Trainer, TrainingArguments, default_data_collator)
     from transformers.utils import logging as hf_logging
 
-    from finetune.hardware import PeakMemory
+    from finetune.hardware import PeakMemory, cpu_has_native_bf16
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -162,12 +166,14 @@ def _trainer(setting: Setting, variant: str) -> Measurement:
     model = AutoModelForSequenceClassification.from_pretrained(setting.model_path, num_labels=labels)
     steps = setting.epochs * -(-len(encoded["train"]) // setting.batch_size)
     on_gpu = setting.device == "cuda"
+    native_bf16 = torch.cuda.is_bf16_supported() if on_gpu else cpu_has_native_bf16()
+    bf16 = (variant == "tuned" and on_gpu and native_bf16) or (variant == "tuned-bf16" and native_bf16)
     arguments = TrainingArguments(
         output_dir=tempfile.mkdtemp(prefix="bench-trainer-"), report_to="none", save_strategy="no", logging_steps=10**6,
         per_device_train_batch_size=setting.batch_size, per_device_eval_batch_size=2 * setting.batch_size,
         learning_rate=setting.lr, num_train_epochs=setting.epochs, seed=setting.seed, warmup_steps=round(WARMUP_RATIO * steps),
         weight_decay=WEIGHT_DECAY, max_grad_norm=MAX_GRAD_NORM, use_cpu=not on_gpu, disable_tqdm=True,
-        train_sampling_strategy="random" if typical else "group_by_length", bf16=not typical and on_gpu and torch.cuda.is_bf16_supported(),
+        train_sampling_strategy="random" if typical else "group_by_length", bf16=bf16,
     )
     collator = default_data_collator if typical else DataCollatorWithPadding(tokenizer)
     trainer = Trainer(model=model, args=arguments, train_dataset=encoded["train"], data_collator=collator)
@@ -180,7 +186,8 @@ def _trainer(setting: Setting, variant: str) -> Measurement:
     predictions = trainer.predict(encoded["validation"])
     accuracy = float(np.mean(predictions.predictions.argmax(-1) == predictions.label_ids))
     samples = len(encoded["train"]) * setting.epochs
-    return Measurement(f"Trainer {variant}", samples / runtime, tokens / runtime, peak, accuracy, runtime)
+    return Measurement(f"Trainer {variant}", samples / runtime, tokens / runtime, peak, accuracy, runtime,
+                       "bf16" if bf16 else "fp32")
 
 
 def _finetune(setting: Setting, run_dir: Path, extra: list[str]) -> Measurement:
@@ -190,28 +197,30 @@ def _finetune(setting: Setting, run_dir: Path, extra: list[str]) -> Measurement:
         "dataset=local", f"dataset.path={setting.data}", f"train.batch_size={setting.batch_size}",
         f"train.epochs={setting.epochs}", f"train.lr={setting.lr}", f"train.seed={setting.seed}",
         f"train.warmup_ratio={WARMUP_RATIO}", f"train.weight_decay={WEIGHT_DECAY}", f"train.max_grad_norm={MAX_GRAD_NORM}",
-        f"hardware={'gpu' if setting.device == 'cuda' else 'cpu'}", f"hydra.run.dir={run_dir}", *extra,
+        "hardware=auto", f"hardware.device={'gpu' if setting.device == 'cuda' else 'cpu'}", f"hydra.run.dir={run_dir}",
+        *extra,
     ]
     subprocess.run([sys.executable, "-m", "finetune", *overrides], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     results = json.loads((run_dir / "results.json").read_text())
     training = results["training"]
     return Measurement("finetune", training["train_samples_per_second"], training["train_tokens_per_second"],
-                       results["peak_memory_mb"], results["metrics"]["validation"]["accuracy"], training["train_seconds"])
+                       results["peak_memory_mb"], results["metrics"]["validation"]["accuracy"], training["train_seconds"],
+                       results["precision"])
 
 
 def _row(m: Measurement) -> str:
-    return (f"| {m.variant} | {m.samples_per_second:,.1f} | {m.tokens_per_second:,.0f} | {m.peak_memory_mb:,.0f} | "
-            f"{m.validation_accuracy:.4f} | {m.train_seconds:.1f} |")
+    return (f"| {m.variant} | {m.precision} | {m.samples_per_second:,.1f} | {m.tokens_per_second:,.0f} | "
+            f"{m.peak_memory_mb:,.0f} | {m.validation_accuracy:.4f} | {m.train_seconds:.1f} |")
 
 
 def _print_table(results: list[Measurement]) -> None:
-    print("\n| variant | samples/s | tokens/s | peak memory MB | validation accuracy | training s |")
-    print("|---|---|---|---|---|---|")
+    print("\n| variant | precision | samples/s | tokens/s | peak memory MB | validation accuracy | training s |")
+    print("|---|---|---|---|---|---|---|")
     for measurement in results:
         print(_row(measurement))
     by_name = {m.variant: m for m in results}
     ours = by_name.get("finetune")
-    for name in ("Trainer typical", "Trainer tuned"):
+    for name in ("Trainer typical", "Trainer tuned", "Trainer tuned-bf16"):
         if ours and name in by_name:
             other = by_name[name]
             print(f"finetune / {name}: {ours.samples_per_second / other.samples_per_second:.2f}x samples/s, "

@@ -3,22 +3,39 @@
 from __future__ import annotations
 
 import mmap
+import os
 import time
 
 import pytest
 import torch
 
 from finetune.errors import UserError
-from finetune.hardware import PeakMemory, make_accelerator
+from finetune.hardware import CPU_BF16_CHECKS, PeakMemory, cpu_has_native_bf16, make_accelerator
 from finetune.schema import HardwareSpec
 
 
-def test_auto_on_a_cpu_machine_is_cpu_fp32():
-    accelerator = make_accelerator(HardwareSpec(name="auto"), grad_accum=2)
-    assert accelerator.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
-    if not torch.cuda.is_available():
-        assert accelerator.mixed_precision == "no"
-    assert accelerator.gradient_accumulation_steps == 2
+def test_auto_precision_on_a_cpu_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch):
+    for check in CPU_BF16_CHECKS:
+        monkeypatch.setattr(torch.cpu, check, lambda: False, raising=False)
+    assert make_accelerator(HardwareSpec(name="auto", device="cpu"), grad_accum=2).mixed_precision == "no"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    accelerator = make_accelerator(HardwareSpec(name="auto", device="cpu"), grad_accum=2)
+    assert (accelerator.device.type, accelerator.mixed_precision, accelerator.gradient_accumulation_steps) == ("cpu", "bf16", 2)
+    # hardware=cpu asks for fp32 whatever the CPU
+    assert make_accelerator(HardwareSpec(name="cpu", device="cpu", precision="fp32"), grad_accum=1).mixed_precision == "no"
+
+
+def test_a_torch_without_the_cpu_probes_means_no_native_bf16(monkeypatch):
+    for check in CPU_BF16_CHECKS:
+        monkeypatch.delattr(torch.cpu, check, raising=False)
+    assert cpu_has_native_bf16() is False
+
+
+def test_this_machines_cpu_is_detected_as_its_flags_say():
+    flags = open("/proc/cpuinfo").read().split() if os.path.exists("/proc/cpuinfo") else []
+    if not flags:
+        pytest.skip("no /proc/cpuinfo to compare with")
+    assert cpu_has_native_bf16() == ("avx512_bf16" in flags or "amx_tile" in flags)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
