@@ -13,13 +13,15 @@ from finetune.methods import METHODS, build_method
 from finetune.report import collect
 from finetune.runner import execute
 
+from conftest import skip_if_known_upstream_break
 from test_cli import finetune, tiny_args
 
 
-def test_every_registered_kind_has_a_yaml_of_its_own_name(compose_run):
-    for kind in METHODS:
+@pytest.mark.parametrize("kind", sorted(METHODS))
+def test_every_registered_kind_has_a_yaml_of_its_own_name(compose_run, kind):
+    with skip_if_known_upstream_break():  # prefix_tuning on MiniLM's head with transformers 5.24 (finetune.compat)
         run = compose_run(f"method={kind}")
-        assert (run.method.name, run.method.kind) == (kind, kind)
+    assert (run.method.name, run.method.kind) == (kind, kind)
 
 
 def test_an_unknown_kind_is_a_one_line_error(compose_run):
