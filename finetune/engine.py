@@ -118,9 +118,11 @@ class Trainer:
     skipped_batches: int = 0  # batches whose loss was not finite, with train.skip_nonfinite
     optimizer: torch.optim.Optimizer = field(init=False)  # built and prepared by fit
     scheduler: torch.optim.lr_scheduler.LRScheduler = field(init=False)
+    plain_model: nn.Module = field(init=False)  # the model without wrappers, for the method's hooks
 
     def fit(self, resume_from: Path | None, config_hash: str) -> FitSummary:
         """Train, keeping the epoch with the best validation `task.main_metric`; resume from a checkpoint."""
+        self.plain_model = self._plain_model()  # once: the per-step hooks get it without unwrapping again
         total_steps, epochs = planned_steps(len(self.train_loader), self.train)
         # fused AdamW: one kernel for all parameters; 6x faster steps than the default on a 2-core CPU
         optimizer = torch.optim.AdamW(self.method.parameter_groups(self._plain_model(), self.train), lr=self.train.lr,
@@ -214,13 +216,13 @@ class Trainer:
                     loss = torch.zeros_like(loss)
                 else:
                     self.accelerator.backward(loss)
-                    self.method.after_backward(self._plain_model())
+                    self.method.after_backward(self.plain_model)
                 if self.accelerator.sync_gradients and self.train.max_grad_norm:
                     self.accelerator.clip_grad_norm_(self.model.parameters(), self.train.max_grad_norm)
                 self.optimizer.step()
                 self.scheduler.step()
                 if self.accelerator.sync_gradients:
-                    self.method.after_optimizer_step(self._plain_model(), step)
+                    self.method.after_optimizer_step(self.plain_model, step)
                 self.optimizer.zero_grad(set_to_none=True)
         except torch.OutOfMemoryError as error:
             size = self.train.batch_size
