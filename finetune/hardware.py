@@ -53,9 +53,9 @@ def make_accelerator(spec: HardwareSpec, grad_accum: int) -> Accelerator:
     precision = spec.precision
     if precision == "auto":
         precision = auto_precision(on_cpu)
-        log.info("Precision %s: hardware.precision=auto on %s", precision,
-                 ("a CPU with native bf16" if cpu_has_native_bf16() else "a CPU without native bf16") if on_cpu
-                 else torch.cuda.get_device_name())
+        device = torch.cuda.get_device_name() if not on_cpu else (
+            "a CPU with native bf16" if precision == "bf16" else "a CPU without native bf16")
+        log.info("Precision %s: hardware.precision=auto on %s", precision, device)
     if precision == "fp16" and on_cpu:
         raise UserError("hardware.precision: fp16 needs a GPU; use fp32 or bf16 on the CPU")
     if spec.num_threads:
