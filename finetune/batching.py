@@ -108,10 +108,12 @@ def sorted_batches(lengths: list[int], batch_size: int) -> FixedBatches:
     return FixedBatches([order[i : i + batch_size] for i in range(0, len(order), batch_size)], batch_size)
 
 
-def make_loader(dataset: Dataset, collate: Callable[[list[dict]], dict], batch_sampler) -> DataLoader:
-    """A DataLoader whose `collate` pads each batch to its own longest sequence."""
+def make_loader(dataset: Dataset | torch.utils.data.Dataset, collate: Callable[[list[dict]], dict],
+                batch_sampler) -> DataLoader:
+    """A DataLoader of `dataset`'s rows (model inputs only, no `length`) whose `collate` pads each batch
+    to its own longest sequence."""
     return DataLoader(
-        dataset.remove_columns("length"),
+        dataset,
         batch_sampler=batch_sampler,
         collate_fn=collate,
         generator=torch.Generator(),  # its base-seed draw must not touch the global RNG (exact resume)

@@ -49,7 +49,7 @@ def evaluate_on(trained: TrainedRun, run: Run) -> dict[str, dict[str, float]]:
     for role in roles:
         split = tokenized.splits[role]
         batches = sorted_batches(split["length"], run.train.evaluation_batch_size)
-        loader = accelerator.prepare(make_loader(split, trained.task.collate_eval, batches))
+        loader = accelerator.prepare(make_loader(split.remove_columns("length"), trained.task.collate_eval, batches))
         metrics[role] = evaluate(model, loader, trained.task, accelerator).metrics
     return metrics
 

@@ -8,11 +8,12 @@ import signal
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
+from torch.utils.data import DataLoader
 
 from finetune.artifacts import ResultsFile, Tracker, save_model
 from finetune.files import write_text_atomic
@@ -21,6 +22,7 @@ from finetune.checkpoint import BestCheckpoint, Checkpoints
 from finetune.data import load_splits
 from finetune.engine import Trainer, evaluate, planned_steps
 from finetune.errors import Interrupted, UserError
+from finetune.feature_cache import frozen_features
 from finetune.hardware import PeakMemory, agree_on_processes, compiled, make_accelerator, run_precision
 from finetune.methods import Method, build_method, count_parameters
 from finetune.models import load_model, load_tokenizer, model_source
@@ -107,33 +109,39 @@ def _execute(run: Run, accelerator: Accelerator, tracker: Tracker, memory: PeakM
     log.info("Method %s: %s of %s parameters trainable (%.2f%%)", run.method.name,
              f"{params['trainable']:,}", f"{params['total']:,}", 100 * params["trainable"] / params["total"])
 
-    eval_batch_size = run.train.evaluation_batch_size
+    model = accelerator.prepare(model)
     eval_roles = [role for role in ("validation", "test") if role in encoded]
-    eval_loaders = [make_loader(encoded[r], task.collate_eval, sorted_batches(encoded[r]["length"], eval_batch_size))
-                    for r in eval_roles]
-    model, *eval_loaders = accelerator.prepare(model, *eval_loaders)
-    loaders = dict(zip(eval_roles, eval_loaders))
+    roles = (["train"] if method.trains else []) + eval_roles
+    features = frozen_features(run, method, accelerator.unwrap_model(model), task,
+                               {role: encoded[role] for role in roles}, accelerator)
 
+    def loader(role: str, collate: Callable, batch_sampler) -> DataLoader:
+        dataset, collate = features.attach(role, encoded[role].remove_columns("length"), collate)
+        return accelerator.prepare(make_loader(dataset, collate, batch_sampler))
+
+    eval_batch_size = run.train.evaluation_batch_size
+    loaders = {role: loader(role, task.collate_eval, sorted_batches(encoded[role]["length"], eval_batch_size))
+               for role in eval_roles}
     training: dict[str, Any] = {}
     metrics: dict[str, dict[str, float]] = {}
-    if method.trains:
-        train_loader = accelerator.prepare(make_loader(encoded["train"], task.collate, batches))
-        best = BestCheckpoint(run_dir / "checkpoints")
-        trainer = Trainer(compiled(model, run.hardware), train_loader, batches, loaders["validation"], run.train, task,
-                          method, accelerator, tracker, checkpoints, best, stop)
-        summary = trainer.fit(resume_from, run.config_hash())
-        best.restore(accelerator.unwrap_model(model))
-        training = {key: value for key, value in vars(summary).items() if key != "best_validation"}
-        metrics["validation"] = summary.best_validation
-    final_step = training.get("optimizer_steps", 0)
-    for role, loader in loaders.items():
-        if role not in metrics:
-            evaluation = evaluate(model, loader, task, accelerator, method)
-            metrics[role] = evaluation.metrics
-            if accelerator.is_main_process:
-                _write_samples(evaluation.samples, run_dir / f"samples_{role}.jsonl", tracker, role, final_step)
-        if role == "validation":
-            task = task.calibrated(metrics[role])  # e.g. the test split uses the validation's threshold
+    with features.replaying():
+        if method.trains:
+            best = BestCheckpoint(run_dir / "checkpoints")
+            trainer = Trainer(compiled(model, run.hardware), loader("train", task.collate, batches), batches,
+                              loaders["validation"], run.train, task, method, accelerator, tracker, checkpoints, best, stop)
+            summary = trainer.fit(resume_from, run.config_hash())
+            best.restore(accelerator.unwrap_model(model))
+            training = {key: value for key, value in vars(summary).items() if key != "best_validation"}
+            metrics["validation"] = summary.best_validation
+        final_step = training.get("optimizer_steps", 0)
+        for role, eval_loader in loaders.items():
+            if role not in metrics:
+                evaluation = evaluate(model, eval_loader, task, accelerator, method)
+                metrics[role] = evaluation.metrics
+                if accelerator.is_main_process:
+                    _write_samples(evaluation.samples, run_dir / f"samples_{role}.jsonl", tracker, role, final_step)
+            if role == "validation":
+                task = task.calibrated(metrics[role])  # e.g. the test split uses the validation's threshold
     peak = _log_final(tracker, metrics, memory.peak_mb(accelerator.device), final_step)
 
     if accelerator.is_main_process:

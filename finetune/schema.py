@@ -142,6 +142,9 @@ class TrainSpec:
     save_every_steps: Optional[int] = None  # resumable checkpoint every N optimizer steps; always at epoch end
     keep_checkpoints: int = 2  # the newest K resumable checkpoints are kept
     skip_nonfinite: bool = False  # skip batches with a NaN/inf loss instead of stopping the run
+    # frozen blocks' output computed once, in eval mode, and reused (head_only, last_layers, none;
+    # $FINETUNE_CACHE, default ~/.cache/finetune); false: they run every step, with dropout in training
+    feature_cache: bool = True
 
     @property
     def evaluation_batch_size(self) -> int:
@@ -238,6 +241,8 @@ class Run:
         del identity["method"]["kind"]  # method_kind says it (and the hashes of earlier runs stay valid)
         identity["method_kind"] = type(self.method).__name__
         identity["train"] = {key: value for key, value in asdict(self.train).items() if key not in TRAIN_BOOKKEEPING}
+        if self.train.feature_cache:  # the default: hashes from before the key existed stay valid
+            del identity["train"]["feature_cache"]
         if self.generates_text():
             identity["generation"] = asdict(self.generation)
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]

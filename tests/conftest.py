@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -37,6 +38,19 @@ def skip_if_known_upstream_break() -> Iterator[None]:
         if UPSTREAM_BREAK not in str(refusal):
             raise
         pytest.skip(str(refusal))
+
+@pytest.fixture(scope="session", autouse=True)
+def feature_cache_dir(tmp_path_factory) -> Iterator[Path]:
+    """Frozen features go to a folder of the test session, not the user's ~/.cache/finetune."""
+    directory = tmp_path_factory.mktemp("finetune-cache")
+    previous = os.environ.get("FINETUNE_CACHE")
+    os.environ["FINETUNE_CACHE"] = str(directory)  # subprocesses inherit it
+    yield directory
+    if previous is None:
+        del os.environ["FINETUNE_CACHE"]
+    else:
+        os.environ["FINETUNE_CACHE"] = previous
+
 
 POSITIVE = "good great wonderful superb moving delightful charming brilliant fun touching".split()
 NEGATIVE = "bad awful boring dull tedious clumsy stupid bland lifeless weak".split()

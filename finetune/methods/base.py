@@ -56,6 +56,11 @@ class Method:
         """The model with the right parameters trainable; `total_steps` is the run's optimizer step count."""
         raise NotImplementedError
 
+    def frozen_blocks(self, blocks: int, family: ModelSpec) -> int:
+        """How many leading blocks of the task's `blocks`-long layer stack stay frozen, with everything
+        below them, so that their output can be computed once (the frozen-feature cache); 0: none."""
+        return 0
+
     def loaded(self, model: nn.Module) -> nn.Module:
         """A trained model loaded back for inference (finetune-predict, -eval, -export), made ready to run."""
         return model

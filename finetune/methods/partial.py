@@ -35,6 +35,9 @@ class HeadOnly(Method):
     def prepare(self, model: nn.Module, family, task, total_steps: int) -> nn.Module:
         return freeze_except(model, [submodule(model, path, "head", family) for path in task.parts.head])
 
+    def frozen_blocks(self, blocks: int, family) -> int:
+        return blocks
+
 
 @dataclass(frozen=True)
 class LastLayersSpec(MethodSpec):
@@ -50,6 +53,9 @@ class LastLayers(Method):
     """The last `num_layers` transformer blocks and the head train."""
 
     spec_class = LastLayersSpec
+
+    def frozen_blocks(self, blocks: int, family) -> int:
+        return 0 if family.shared_layers else max(blocks - self.spec.num_layers, 0)
 
     def prepare(self, model: nn.Module, family, task, total_steps: int) -> nn.Module:
         key = "layers" if task.parts.layers == family.layers else "lm_layers"

@@ -41,3 +41,6 @@ class NoTraining(Method):
 
     def prepare(self, model: nn.Module, family, task, total_steps: int) -> nn.Module:
         return model.requires_grad_(False)
+
+    def frozen_blocks(self, blocks: int, family) -> int:
+        return blocks
