@@ -7,10 +7,12 @@ its threshold) apply unchanged: a decision value above 0 is a sigmoid above 0.5.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,6 +24,7 @@ from sklearn.svm import LinearSVC
 from tqdm.auto import tqdm
 
 from finetune.batching import sorted_batches
+from finetune.feature_cache import cache_root, cached_array, library_versions, token_ids_digest, weights_digest
 from finetune.methods import count_parameters
 from finetune.models import load_encoder, load_tokenizer
 from finetune.schema import Run
@@ -105,31 +108,46 @@ def tfidf_features(ngram_max: int, min_df: int, texts: list[str], model_dir: Pat
 
 
 def embedding_features(run: Run, pooling: str, source: str, device: torch.device) -> FeatureSource:
-    """Pooled last hidden states of the family's frozen encoder, and its parameter count."""
+    """Pooled last hidden states of the family's frozen encoder, and its parameter count. With
+    train.feature_cache they are kept in the cache and reused by every run with the same encoder,
+    pooling and token ids."""
     tokenizer = load_tokenizer(source, run.model)
     encoder = load_encoder(source, run.model).to(device).eval()
     batch_size = run.train.evaluation_batch_size
+    key = {"model_class": type(encoder).__qualname__, "pooling": pooling, "device": device.type, **library_versions()}
+    if run.train.feature_cache:
+        key["weights"] = weights_digest(itertools.chain(encoder.parameters(), encoder.buffers()))
 
     truncated: dict[str, Any] = {"max_length": run.model.max_length}
 
     def embed(texts: list[str], split: str) -> np.ndarray:
         encoded = tokenizer(texts, truncation=True, max_length=run.model.max_length)["input_ids"]
         truncated[split] = sum(len(ids) == run.model.max_length for ids in encoded)  # as finetune.batching counts
-        pooled: list[np.ndarray] = [np.empty(0)] * len(texts)
-        for rows in tqdm(sorted_batches([len(ids) for ids in encoded], batch_size), desc="embed", unit="batch", leave=False):
-            batch = tokenizer.pad({"input_ids": [encoded[row] for row in rows]}, return_tensors="pt").to(device)
-            with torch.no_grad():
-                states = encoder(**batch).last_hidden_state.float()
-            if pooling == "first":
-                vectors = states[:, 0]
-            else:
-                mask = batch["attention_mask"].unsqueeze(-1).float()
-                vectors = (states * mask).sum(1) / mask.sum(1)
-            for row, vector in zip(rows, vectors.cpu().numpy()):
-                pooled[row] = vector
-        return np.stack(pooled)
+        compute = partial(_pooled, encoder, tokenizer, encoded, pooling, batch_size, device)
+        if not run.train.feature_cache:
+            return compute()
+        vectors, reused = cached_array("embeddings", {**key, "inputs": token_ids_digest(encoded)}, compute)
+        log.info("Embeddings of %s: %s (%s)", split, "reused" if reused else "computed", cache_root() / "embeddings")
+        return vectors
 
     return FeatureSource(embed, count_parameters(encoder)["total"], truncated)
+
+
+def _pooled(encoder: torch.nn.Module, tokenizer, encoded: list[list[int]], pooling: str, batch_size: int,
+            device: torch.device) -> np.ndarray:
+    pooled: list[np.ndarray] = [np.empty(0)] * len(encoded)
+    for rows in tqdm(sorted_batches([len(ids) for ids in encoded], batch_size), desc="embed", unit="batch", leave=False):
+        batch = tokenizer.pad({"input_ids": [encoded[row] for row in rows]}, return_tensors="pt").to(device)
+        with torch.no_grad():
+            states = encoder(**batch).last_hidden_state.float()
+        if pooling == "first":
+            vectors = states[:, 0]
+        else:
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            vectors = (states * mask).sum(1) / mask.sum(1)
+        for row, vector in zip(rows, vectors.cpu().numpy()):
+            pooled[row] = vector
+    return np.stack(pooled)
 
 
 def _decision_values(classifier, features) -> np.ndarray:

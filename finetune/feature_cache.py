@@ -24,9 +24,9 @@ import logging
 import os
 import shutil
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow.compute as pc
@@ -64,10 +64,12 @@ class NotReplayable(Exception):
 
 @dataclass(frozen=True)
 class Boundary:
-    """Where the frozen part ends: the first `frozen` blocks of `blocks`, and the shape of a block's output."""
+    """Where the frozen part ends: the first `frozen` blocks of `blocks`, the module that feeds the first
+    block (skipped too, where the family names it), and the shape of a block's output."""
 
     blocks: nn.ModuleList
     frozen: int
+    embeddings: nn.Module | None = None
     output_length: int = 0  # 0: a block returns a tensor; n: an n-tuple whose first item is the hidden states
 
     def replayed(self, states: torch.Tensor) -> Any:
@@ -158,12 +160,15 @@ class Replay:
         frozen = list(self.boundary.blocks)[: self.boundary.frozen]
         for block in frozen:
             block.forward = self._replayed  # an instance attribute: the weights and state dict stay untouched
+        skipped = self.boundary.embeddings
+        if skipped is not None:
+            skipped.forward = self._states  # the first frozen block ignores what it is given
         try:
             yield
         finally:
             hook.remove()
-            for block in frozen:
-                del block.forward
+            for module in frozen + ([skipped] if skipped is not None else []):
+                del module.forward
             self.states = None
 
     def _take_states(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -174,6 +179,9 @@ class Replay:
 
     def _replayed(self, *args: Any, **kwargs: Any) -> Any:
         return self.boundary.replayed(self.states)
+
+    def _states(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.states
 
 
 class FrozenFeatures:
@@ -212,12 +220,13 @@ def frozen_features(run: Run, method: Method, model: nn.Module, task: Task, spli
     frozen = method.frozen_blocks(len(blocks), run.model)
     if frozen == 0:
         return FrozenFeatures()
-    boundary = Boundary(blocks, frozen)
+    family = run.model
+    embeddings = submodule(model, family.embeddings, "embeddings", family) if family.embeddings else None
+    boundary = Boundary(blocks, frozen, embeddings)
     key = {
         "format": FORMAT, "weights": _frozen_weights_digest(model, blocks, frozen, task, run),
         "model_class": type(model).__qualname__, "layers": task.parts.layers, "frozen_blocks": frozen,
-        "precision": run_precision(accelerator), "device": accelerator.device.type,
-        "torch": torch.__version__, "transformers": transformers.__version__,
+        "precision": run_precision(accelerator), "device": accelerator.device.type, **library_versions(),
     }
     if key["weights"] is None:
         return FrozenFeatures()
@@ -238,7 +247,7 @@ def frozen_features(run: Run, method: Method, model: nn.Module, task: Task, spli
                     action = "computed"
                 else:
                     action = "reused"
-                boundary = Boundary(blocks, frozen, features.meta["output_length"])
+                boundary = replace(boundary, output_length=features.meta["output_length"])
                 sets[role] = features
                 log.info("Frozen features (%d of %d blocks) of %s: %s, %.1f MB in %s", frozen, len(blocks), role,
                          action, features.nbytes / 2**20, directory)
@@ -253,13 +262,19 @@ def _frozen_weights_digest(model: nn.Module, blocks: nn.ModuleList, frozen: int,
     None if any of them trains (the method froze less than it declared)."""
     above = list(blocks)[frozen:] + [submodule(model, path, "head", run.model) for path in task.parts.head]
     skipped = {id(tensor) for module in above for tensor in itertools.chain(module.parameters(), module.buffers())}
+    below = [(name, tensor) for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers())
+             if id(tensor) not in skipped]
+    training = [name for name, tensor in below if tensor.requires_grad]
+    if training:
+        log.warning("Frozen-feature cache not used: %s trains although the method freezes it", training[0])
+        return None
+    return weights_digest(tensor for _, tensor in below)
+
+
+def weights_digest(tensors: Iterable[torch.Tensor]) -> str:
+    """A digest of the tensors' shapes, dtypes and values, in order."""
     digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers()):
-        if id(tensor) in skipped:
-            continue
-        if tensor.requires_grad:
-            log.warning("Frozen-feature cache not used: %s trains although the method freezes it", name)
-            return None
+    for tensor in tensors:
         digest.update(f"{tuple(tensor.shape)} {tensor.dtype}".encode())
         digest.update(tensor.detach().reshape(-1).cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
@@ -278,8 +293,37 @@ def _inputs_digest(dataset: Dataset) -> str:
     return digest.hexdigest()
 
 
+def token_ids_digest(rows: list[list[int]]) -> str:
+    """A digest of tokenized rows (their lengths and ids)."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(np.array([len(ids) for ids in rows], dtype=np.int64).tobytes())
+    digest.update(np.array([token for ids in rows for token in ids], dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """The libraries whose kernels and model code compute the features."""
+    return {"torch": torch.__version__, "transformers": transformers.__version__}
+
+
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
+
+
+def cached_array(kind: str, key: dict[str, Any], compute: Callable[[], np.ndarray]) -> tuple[np.ndarray, bool]:
+    """`compute()`, stored under cache_root()/kind by a digest of `key` (which must name every input
+    of the computation) and read back by later calls; (the array, whether it was read back)."""
+    path = cache_root() / kind / f"{_digest(json.dumps(key, sort_keys=True).encode())}.npy"
+    try:
+        return np.load(path), True
+    except (OSError, ValueError):  # absent, or unreadable: computed again and replaced
+        pass
+    array = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.stem}.partial-{os.getpid()}.npy")
+    np.save(temporary, array)
+    os.replace(temporary, path)  # atomic: a reader sees the whole array or none
+    return array, False
 
 
 class _Captured(Exception):
@@ -323,7 +367,7 @@ def _build(model: nn.Module, boundary: Boundary, dataset: Dataset, task: Task, r
                 states = output[0] if isinstance(output, tuple) else output
                 if index == 0:
                     calls_per_forward = len(captured)
-                    boundary = Boundary(boundary.blocks, boundary.frozen, len(output) if isinstance(output, tuple) else 0)
+                    boundary = replace(boundary, output_length=len(output) if isinstance(output, tuple) else 0)
                     _check_replay(model, boundary, batch, states, reference)
                     written = _open_states(temporary, states, int(offsets[-1]))
                 attended = batch["attention_mask"].bool().cpu()

@@ -40,6 +40,7 @@ class ModelSpec:
     architecture: str = "encoder"  # encoder | seq2seq | causal
     layers: str = MISSING  # dotted path of the ModuleList of transformer blocks (last_layers)
     lm_layers: Optional[str] = None  # the same in the language-model class (text generation); null: layers
+    embeddings: Optional[str] = None  # the module feeding the first block; the frozen-feature cache skips it too
     shared_layers: bool = False  # one block reused across depth (ALBERT): last_layers trains it whole
     head: List[str] = field(default_factory=lambda: ["classifier"])  # trained by head_only
     lora_targets: List[str] = field(default_factory=lambda: ["query", "value"])
@@ -239,6 +240,7 @@ class Run:
         """
         identity: dict[str, Any] = {key: asdict(getattr(self, key)) for key in ("model", "dataset", "method")}
         del identity["method"]["kind"]  # method_kind says it (and the hashes of earlier runs stay valid)
+        del identity["model"]["embeddings"]  # where the feature cache may skip work, not what is computed
         identity["method_kind"] = type(self.method).__name__
         identity["train"] = {key: value for key, value in asdict(self.train).items() if key not in TRAIN_BOOKKEEPING}
         if self.train.feature_cache:  # the default: hashes from before the key existed stay valid

@@ -121,3 +121,19 @@ def test_last_layers_caches_the_blocks_below_where_replaying_them_is_exact(famil
         assert len(lines) == 1 and "gives other logits with its first 1 blocks replayed" in lines[0]
     else:
         assert sum("(1 of 2 blocks)" in line and COMPUTED in line for line in lines) == 3, lines
+
+
+def test_svm_embeddings_reuse_the_pooled_embeddings_of_an_earlier_run(tiny_run, cache, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    first = execute(tiny_run("method=svm_embeddings", output_dir=tmp_path / "first"))
+    second = execute(tiny_run("method=svm_embeddings", "method.C=1.0", "train.seed=3", output_dir=tmp_path / "second"))
+    uncached = execute(tiny_run("method=svm_embeddings", "train.feature_cache=false", output_dir=tmp_path / "uncached"))
+    embeddings = [record.getMessage() for record in caplog.records if record.getMessage().startswith("Embeddings of")]
+    assert [line.split(":")[1].split()[0] for line in embeddings] == ["computed"] * 3 + ["reused"] * 3
+    assert len(list((cache / "embeddings").glob("*.npy"))) == 3
+    assert first["metrics"] == second["metrics"]
+    for split in ("validation", "test"):
+        assert uncached["metrics"][split] == pytest.approx(first["metrics"][split], rel=1e-4)
+
+    execute(tiny_run("method=svm_embeddings", "method.pooling=first", output_dir=tmp_path / "other"))
+    assert len(list((cache / "embeddings").glob("*.npy"))) == 6  # another pooling, other vectors
