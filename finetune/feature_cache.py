@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -188,10 +189,15 @@ class FrozenFeatures:
     """The run's cached splits; `attach` gives a split's loader its states, `replaying` swaps the frozen blocks out."""
 
     def __init__(self, model: nn.Module | None = None, boundary: Boundary | None = None,
-                 sets: dict[str, FeatureSet] | None = None) -> None:
+                 sets: dict[str, FeatureSet] | None = None, report: dict[str, dict[str, Any]] | None = None) -> None:
         self.model = model
         self.boundary = boundary
         self.sets = sets or {}
+        self.report = report or {}  # per split: computed or reused, megabytes, seconds spent computing
+
+    def seconds(self, role: str) -> float:
+        """Seconds this run spent computing `role`'s features (0 if reused, or without a cache)."""
+        return self.report.get(role, {}).get("seconds", 0.0)
 
     def attach(self, role: str, dataset: Dataset, collate: Callable) -> tuple[Any, Callable]:
         """The dataset and collate function of `role`'s loader (unchanged without a cache)."""
@@ -231,7 +237,7 @@ def frozen_features(run: Run, method: Method, model: nn.Module, task: Task, spli
     if key["weights"] is None:
         return FrozenFeatures()
     root = cache_root() / "features"
-    sets = {}
+    sets, report = {}, {}
     try:
         with accelerator.main_process_first():  # one process builds, the others find it complete
             for role, dataset in splits.items():
@@ -239,22 +245,25 @@ def frozen_features(run: Run, method: Method, model: nn.Module, task: Task, spli
                     continue
                 split_key = _digest(json.dumps({**key, "inputs": _inputs_digest(dataset)}, sort_keys=True).encode())
                 directory = root / split_key
+                started = time.perf_counter()
                 features = FeatureSet.open(directory, split_key)
+                status = "reused"
                 if features is None:
                     _build(model, boundary, dataset, task, run, accelerator, directory, split_key, role)
                     features = FeatureSet.open(directory, split_key)
                     assert features is not None, f"{directory}: the feature set just written does not verify"
-                    action = "computed"
-                else:
-                    action = "reused"
+                    status = "computed"
                 boundary = replace(boundary, output_length=features.meta["output_length"])
                 sets[role] = features
+                megabytes = features.nbytes / 2**20
+                report[role] = {"status": status, "megabytes": round(megabytes, 1),
+                                "seconds": time.perf_counter() - started if status == "computed" else 0.0}
                 log.info("Frozen features (%d of %d blocks) of %s: %s, %.1f MB in %s", frozen, len(blocks), role,
-                         action, features.nbytes / 2**20, directory)
+                         status, megabytes, directory)
     except NotReplayable as reason:
         log.warning("Frozen-feature cache not used: %s; the frozen blocks run every step", reason)
         return FrozenFeatures()
-    return FrozenFeatures(model, boundary, sets)
+    return FrozenFeatures(model, boundary, sets, report)
 
 
 def _frozen_weights_digest(model: nn.Module, blocks: nn.ModuleList, frozen: int, task: Task, run: Run) -> str | None:

@@ -26,7 +26,8 @@ class Outcome:
     training: dict[str, Any]  # the loop's summary and learning curves; empty for runs without the loop
     model_source: str | None  # where the weights came from; None where no model is loaded
     device: str
-    precision: str  # the autocast precision: no, bf16, fp16
+    precision: str  # the autocast precision: fp32, bf16, fp16
+    frozen_features: dict[str, Any]  # per split: computed or reused, MB, seconds; empty without the cache
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class RunRecord:
     model_source: str | None = None
     device: str = ""
     precision: str = ""
+    frozen_features: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:

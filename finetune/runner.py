@@ -146,12 +146,16 @@ def _execute(run: Run, accelerator: Accelerator, tracker: Tracker, memory: PeakM
 
     if accelerator.is_main_process:
         save_model(accelerator.unwrap_model(model), tokenizer, run_dir / "model")
+    # the training split's frozen features, if this run computed them, count as training time
+    loop_seconds = training.get("train_seconds", 0.0)
+    train_seconds = loop_seconds + features.seconds("train")
+    samples = training.get("train_samples_per_second", 0.0) * loop_seconds
     return Outcome(
         metrics=metrics, main_metric=task.main_metric, label_names=list(data.label_names), params=params,
-        train_seconds=training.get("train_seconds", 0.0),
-        train_samples_per_second=training.get("train_samples_per_second", 0.0), peak_memory_mb=peak,
-        truncated={"max_length": tokenized.max_length, **tokenized.truncated}, training=training,
+        train_seconds=train_seconds, train_samples_per_second=samples / train_seconds if train_seconds else 0.0,
+        peak_memory_mb=peak, truncated={"max_length": tokenized.max_length, **tokenized.truncated}, training=training,
         model_source=source, device=str(accelerator.device), precision=run_precision(accelerator),
+        frozen_features=features.report,
     )
 
 
@@ -188,6 +192,7 @@ def _execute_standalone(run: Run, method: Method, data: LabelledSplits, tracker:
         train_samples_per_second=outcome.train_samples_per_second, peak_memory_mb=peak, truncated=outcome.truncated,
         training={}, model_source=source, device=str(accelerator.device),
         precision="fp32",  # scikit-learn, and an encoder run without autocast
+        frozen_features={},  # the SVM's embeddings are cached whole; their time is in train_seconds
     )
 
 

@@ -67,13 +67,18 @@ def test_none_evaluates_the_same_on_cached_states(tiny_run, cache, tmp_path):
 
 def test_runs_share_the_features_and_a_stale_or_partial_set_is_rebuilt(tiny_run, cache, tmp_path, caplog):
     caplog.set_level(logging.INFO)
-    execute(tiny_run("method=head_only", output_dir=tmp_path / "first"))
+    first = execute(tiny_run("method=head_only", output_dir=tmp_path / "first"))
     assert sum(COMPUTED in line for line in feature_log(caplog)) == 3
+    computed = first["frozen_features"]["train"]
+    assert computed["status"] == "computed" and computed["seconds"] > 0 and computed["megabytes"] >= 0
+    assert first["train_seconds"] == pytest.approx(first["training"]["train_seconds"] + computed["seconds"])
     sets = sorted(path for path in (cache / "features").iterdir())
     assert len(sets) == 3 and all((path / "meta.json").exists() for path in sets)
 
     caplog.clear()  # another seed and lr, and the evaluation of `none`: the same frozen weights and data
-    execute(tiny_run("method=head_only", "train.seed=7", "train.lr=1e-2", output_dir=tmp_path / "second"))
+    second = execute(tiny_run("method=head_only", "train.seed=7", "train.lr=1e-2", output_dir=tmp_path / "second"))
+    assert second["frozen_features"]["train"] == {"status": "reused", "megabytes": computed["megabytes"], "seconds": 0.0}
+    assert second["train_seconds"] == second["training"]["train_seconds"]
     execute(tiny_run("method=none", output_dir=tmp_path / "third"))
     assert sum(REUSED in line for line in feature_log(caplog)) == 5
     assert not any(COMPUTED in line for line in feature_log(caplog))
