@@ -59,8 +59,9 @@ def cache_root() -> Path:
     return Path(os.environ.get("FINETUNE_CACHE") or Path.home() / ".cache" / "finetune").expanduser()
 
 
-class NotReplayable(Exception):
-    """The model's blocks cannot be replayed from cached states; the run goes on without the cache."""
+class CacheUnusable(Exception):
+    """The cache cannot serve this run (its blocks do not replay exactly, or a parallel run replaced the
+    set it wrote); the run goes on without it."""
 
 
 @dataclass(frozen=True)
@@ -251,7 +252,8 @@ def frozen_features(run: Run, method: Method, model: nn.Module, task: Task, spli
                 if features is None:
                     _build(model, boundary, dataset, task, run, accelerator, directory, split_key, role)
                     features = FeatureSet.open(directory, split_key)
-                    assert features is not None, f"{directory}: the feature set just written does not verify"
+                    if features is None:
+                        raise CacheUnusable(f"{directory} was replaced while this run wrote it")
                     status = "computed"
                 boundary = replace(boundary, output_length=features.meta["output_length"])
                 sets[role] = features
@@ -260,7 +262,7 @@ def frozen_features(run: Run, method: Method, model: nn.Module, task: Task, spli
                                 "seconds": time.perf_counter() - started if status == "computed" else 0.0}
                 log.info("Frozen features (%d of %d blocks) of %s: %s, %.1f MB in %s", frozen, len(blocks), role,
                          status, megabytes, directory)
-    except NotReplayable as reason:
+    except CacheUnusable as reason:
         log.warning("Frozen-feature cache not used: %s; the frozen blocks run every step", reason)
         return FrozenFeatures()
     return FrozenFeatures(model, boundary, sets, report)
@@ -341,15 +343,35 @@ class _Captured(Exception):
 
 def _build(model: nn.Module, boundary: Boundary, dataset: Dataset, task: Task, run: Run, accelerator: Accelerator,
            directory: Path, key: str, role: str) -> None:
-    """Compute `dataset`'s states at the boundary, check that one batch replays exactly, and write the
-    set to `directory` atomically, with the shape of a block's output."""
+    """Compute `dataset`'s states at the boundary (checking that one batch replays exactly) into a
+    temporary folder, then rename it to `directory`; a run that fails on the way leaves nothing."""
     lengths = list(dataset["length"])
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    rows = dataset.remove_columns("length")
-    batches = sorted_batches(lengths, run.train.evaluation_batch_size)
     temporary = directory.with_name(f"{directory.name}.partial-{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir(parents=True)
+    try:
+        written, dtype, output_length = _write_states(model, boundary, dataset.remove_columns("length"), lengths, offsets,
+                                                      task, run, accelerator, temporary, role)
+        np.save(temporary / "offsets.npy", offsets)
+        meta = {"key": key, "format": FORMAT, "rows": len(lengths), "shape": list(written.shape),
+                "storage": str(written.dtype), "dtype": str(dtype).removeprefix("torch."), "output_length": output_length}
+        (temporary / "meta.json").write_text(json.dumps(meta))  # last: a set without it is incomplete
+        if FeatureSet.open(directory, key) is None:  # else a parallel run finished the same set first: keep it
+            shutil.rmtree(directory, ignore_errors=True)  # a stale or partial set of this key
+            try:
+                temporary.rename(directory)
+            except OSError:  # a parallel run renamed its set in between
+                pass
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _write_states(model: nn.Module, boundary: Boundary, rows: Dataset, lengths: list[int], offsets: np.ndarray,
+                  task: Task, run: Run, accelerator: Accelerator, directory: Path,
+                  role: str) -> tuple[np.memmap, torch.dtype, int]:
+    """Run the rows through the model in eval mode, capturing the boundary block's output; write each
+    row's attended states at its offset. Returns the states file, their dtype and the block's output length."""
     last_block = boundary.blocks[boundary.frozen - 1]
     captured: list[Any] = []
     calls_per_forward = 0  # learnt from the first batch (a shared block runs several times a forward)
@@ -361,7 +383,7 @@ def _build(model: nn.Module, boundary: Boundary, dataset: Dataset, task: Task, r
 
     model.eval()
     hook = last_block.register_forward_hook(capture)
-    written = None
+    batches = sorted_batches(lengths, run.train.evaluation_batch_size)
     try:
         with torch.no_grad(), accelerator.autocast():
             for index, batch_rows in enumerate(tqdm(batches, desc=f"frozen features ({role})", unit="batch", leave=False)):
@@ -378,7 +400,7 @@ def _build(model: nn.Module, boundary: Boundary, dataset: Dataset, task: Task, r
                     calls_per_forward = len(captured)
                     boundary = replace(boundary, output_length=len(output) if isinstance(output, tuple) else 0)
                     _check_replay(model, boundary, batch, states, reference)
-                    written = _open_states(temporary, states, int(offsets[-1]))
+                    written = _open_states(directory, states, int(offsets[-1]))
                 attended = batch["attention_mask"].bool().cpu()
                 stored = states.view(_storage_view(states.dtype)).cpu()
                 for position, row in enumerate(batch_rows):
@@ -386,35 +408,26 @@ def _build(model: nn.Module, boundary: Boundary, dataset: Dataset, task: Task, r
     finally:
         hook.remove()
     written.flush()
-    np.save(temporary / "offsets.npy", offsets)
-    meta = {"key": key, "format": FORMAT, "rows": len(lengths), "shape": list(written.shape),
-            "storage": str(written.dtype), "dtype": str(states.dtype).removeprefix("torch."),
-            "output_length": boundary.output_length}
-    (temporary / "meta.json").write_text(json.dumps(meta))  # last: a set without it is incomplete
-    shutil.rmtree(directory, ignore_errors=True)  # a stale or partial set of this key
-    try:
-        temporary.rename(directory)
-    except OSError:  # another run finished the same set first
-        shutil.rmtree(temporary, ignore_errors=True)
+    return written, states.dtype, boundary.output_length
 
 
 def _check_replay(model: nn.Module, boundary: Boundary, batch: dict[str, torch.Tensor], states: torch.Tensor,
                   reference: Any) -> None:
     """The batch through the model with its frozen blocks replayed must give the logits it gave whole."""
     if getattr(reference, "logits", None) is None:
-        raise NotReplayable(f"{type(model).__name__} returns no logits to check the replay against")
+        raise CacheUnusable(f"{type(model).__name__} returns no logits to check the replay against")
     with Replay(model, boundary).installed():
         replayed = model(**batch, **{STATES: states})
     expected, got = reference.logits.float(), replayed.logits.float()
     if not torch.allclose(expected, got, rtol=1e-4, atol=1e-5 * max(1.0, float(expected.abs().max()))):
-        raise NotReplayable(f"{type(model).__name__} gives other logits with its first {boundary.frozen} blocks "
+        raise CacheUnusable(f"{type(model).__name__} gives other logits with its first {boundary.frozen} blocks "
                             f"replayed (max difference {float((expected - got).abs().max()):.3g})")
 
 
 def _open_states(directory: Path, states: torch.Tensor, tokens: int) -> np.memmap:
     storage = STORAGE_DTYPES.get(states.dtype)
     if storage is None:
-        raise NotReplayable(f"its hidden states are {states.dtype}")
+        raise CacheUnusable(f"its hidden states are {states.dtype}")
     return np.memmap(directory / "states.bin", dtype=storage, mode="w+", shape=(tokens, states.shape[-1]))
 
 

@@ -126,6 +126,7 @@ def test_last_layers_caches_the_blocks_below_where_replaying_them_is_exact(famil
         assert len(lines) == 1 and "gives other logits with its first 1 blocks replayed" in lines[0]
     else:
         assert sum("(1 of 2 blocks)" in line and COMPUTED in line for line in lines) == 3, lines
+    assert not list((cache / "features").glob("*.partial-*"))  # a set that failed its check leaves nothing
 
 
 def test_svm_embeddings_reuse_the_pooled_embeddings_of_an_earlier_run(tiny_run, cache, tmp_path, caplog):
