@@ -163,6 +163,9 @@ class Trainer:
         return state
 
     def _train_epoch(self, state: LoopState, total_steps: int, progress: tqdm) -> None:
+        # Accelerate's loader gives its sampler its own count of iterations as the epoch whenever it is
+        # iterated, and a resumed run's count starts again at 0: the loader is told the epoch too
+        self.train_loader.set_epoch(state.epoch)
         self.train_order.set_epoch(state.epoch)
         batches = self.train_loader
         if state.batches_done:  # resuming mid-epoch: the order is fixed by (seed, epoch), skip what was done

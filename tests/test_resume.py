@@ -31,6 +31,8 @@ class Crash(Exception):
         (("train.epochs=2", "train.save_every_steps=3", "train.grad_accum=2", "method=lora"), 6),
         # right after the last step (max_steps, mid-epoch), before that epoch was evaluated
         (("train.epochs=2", "train.max_steps=7", "train.save_every_steps=7", "train.grad_accum=2"), 7),
+        # mid-way through epoch 1 of 2: the epoch after the resumed one must get its own batch order
+        (("train.epochs=2", "train.save_every_steps=3"), 6),
         # on cached frozen features: the crashed and the resumed run read the set the reference computed
         (("train.epochs=2", "train.save_every_steps=3", "method=last_layers", "method.num_layers=1"), 6),
     ],
@@ -57,6 +59,8 @@ def test_a_run_that_crashed_after_a_checkpoint_resumes_to_identical_metrics(tiny
     resumed = execute(tiny_run(*settings, output_dir=crashed_dir))
     assert resumed["training"]["resumed_from_step"] == crash_step
     assert resumed["metrics"] == reference["metrics"]  # bitwise on the CPU
+    # every epoch, not only the best one the metrics come from: epochs after the resumed one see the same batches
+    assert resumed["training"]["validation_curve"] == reference["training"]["validation_curve"]
     for key in ("optimizer_steps", "epochs_run", "best_epoch"):
         assert resumed["training"][key] == reference["training"][key]
     assert len(list((crashed_dir / "checkpoints").glob("step-*"))) == 2  # train.keep_checkpoints
