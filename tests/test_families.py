@@ -50,6 +50,8 @@ def test_family_method_trains_saves_and_reloads(family_run, family, method):
         assert 0 < params["trainable"] < params["total"]
     if method != "none":
         assert results["training"]["optimizer_steps"] == 2
+    if method in ("head_only", "none"):  # every family's frozen network runs once per split (feature cache)
+        assert set(results["frozen_features"]) == {"validation", "test"} | ({"train"} if method == "head_only" else set())
 
     reloaded = split_metrics(run)
     assert reloaded["accuracy"] == results["metrics"]["test"]["accuracy"]

@@ -105,16 +105,6 @@ def test_what_changes_the_features_changes_the_key(tiny_run, cache, tmp_path, ca
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_every_family_trains_its_head_on_cached_states(family_run, family, cache, caplog):
-    caplog.set_level(logging.INFO)
-    results = execute(family_run(family, "head_only"))
-    assert results["status"] == "completed"
-    lines = feature_log(caplog)
-    assert sum(COMPUTED in line for line in lines) == 3, lines
-
-
-
-@pytest.mark.parametrize("family", FAMILIES)
 def test_last_layers_caches_the_blocks_below_where_replaying_them_is_exact(family_run, family, cache, caplog):
     caplog.set_level(logging.INFO)
     results = execute(family_run(family, "last_layers", "method.num_layers=1"))
