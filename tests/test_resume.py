@@ -165,12 +165,19 @@ def cli(tiny_bert: Path, data: Path, run_dir: Path) -> list[str]:
             "train.epochs=1", "train.save_every_steps=20", f"hydra.run.dir={run_dir}"]
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_bert, longer_data, tmp_path_factory) -> dict:
+    """results.json of the run the killed ones must end up equal to (one process start for both signals)."""
+    reference_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    assert subprocess.run(cli(tiny_bert, longer_data, reference_dir), capture_output=True).returncode == 0
+    return json.loads((reference_dir / "results.json").read_text())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGTERM])
-def test_a_killed_or_preempted_process_resumes_to_the_uninterrupted_result(tiny_bert, longer_data, tmp_path, kill):
-    reference_dir, run_dir = tmp_path / "reference", tmp_path / "run"
-    assert subprocess.run(cli(tiny_bert, longer_data, reference_dir), capture_output=True).returncode == 0
-    reference = json.loads((reference_dir / "results.json").read_text())
+def test_a_killed_or_preempted_process_resumes_to_the_uninterrupted_result(tiny_bert, longer_data, uninterrupted,
+                                                                           tmp_path, kill):
+    reference, run_dir = uninterrupted, tmp_path / "run"
 
     process = start_and_wait_for_checkpoint(cli(tiny_bert, longer_data, run_dir), run_dir)
     process.send_signal(kill)
