@@ -134,6 +134,18 @@ def tiny_bert(tiny_model) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_bert_without_dropout(tiny_bert, tmp_path_factory) -> Path:
+    """The tiny BERT with every dropout off, so that runs computed in other ways (two processes, or on
+    cached frozen features) compute the same function."""
+    directory = tmp_path_factory.mktemp("tiny-bert-no-dropout")
+    shutil.copytree(tiny_bert, directory, dirs_exist_ok=True)
+    config = json.loads((directory / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory
+
+
+@pytest.fixture(scope="session")
 def sentiment_dir(tmp_path_factory) -> Path:
     """train/validation/test jsonl with 160/48/48 separable rows."""
     return write_splits(tmp_path_factory.mktemp("sentiment"), sentiment_rows, (160, 48, 48))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,17 +19,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_bert_without_dropout(tiny_bert, tmp_path_factory) -> Path:
-    # dropout draws differ between one process and two; without it both compute the same function
-    directory = tmp_path_factory.mktemp("tiny-bert-no-dropout")
-    shutil.copytree(tiny_bert, directory, dirs_exist_ok=True)
-    config = json.loads((directory / "config.json").read_text())
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (directory / "config.json").write_text(json.dumps(config))
-    return directory
 
 
 def launch_two() -> list[str]:

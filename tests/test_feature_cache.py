@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import pytest
@@ -23,17 +22,6 @@ COMPUTED, REUSED = ": computed,", ": reused,"
 def cache(tmp_path, monkeypatch) -> Path:
     directory = tmp_path / "cache"
     monkeypatch.setenv("FINETUNE_CACHE", str(directory))
-    return directory
-
-
-@pytest.fixture(scope="session")
-def tiny_bert_without_dropout(tiny_bert, tmp_path_factory) -> Path:
-    """The tiny BERT with every dropout off: training is then deterministic with or without the cache."""
-    directory = tmp_path_factory.mktemp("tiny-bert-no-dropout")
-    shutil.copytree(tiny_bert, directory, dirs_exist_ok=True)
-    config = json.loads((directory / "config.json").read_text())
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (directory / "config.json").write_text(json.dumps(config))
     return directory
 
 
