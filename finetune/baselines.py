@@ -135,6 +135,7 @@ def embedding_features(run: Run, pooling: str, source: str, device: torch.device
 
 def _pooled(encoder: torch.nn.Module, tokenizer, encoded: list[list[int]], pooling: str, batch_size: int,
             device: torch.device) -> np.ndarray:
+    """One pooled vector per row of token ids, batched by length."""
     pooled: list[np.ndarray] = [np.empty(0)] * len(encoded)
     for rows in tqdm(sorted_batches([len(ids) for ids in encoded], batch_size), desc="embed", unit="batch", leave=False):
         batch = tokenizer.pad({"input_ids": [encoded[row] for row in rows]}, return_tensors="pt").to(device)

@@ -223,11 +223,11 @@ def frozen_features(run: Run, method: Method, model: nn.Module, task: Task, spli
     cannot be replayed."""
     if not run.train.feature_cache or run.generates_text():
         return FrozenFeatures()
-    blocks = submodule(model, task.parts.layers, "layers", run.model)
-    frozen = method.frozen_blocks(len(blocks), run.model)
+    family = run.model
+    blocks = submodule(model, task.parts.layers, "layers", family)
+    frozen = method.frozen_blocks(len(blocks), family)
     if frozen == 0:
         return FrozenFeatures()
-    family = run.model
     embeddings = submodule(model, family.embeddings, "embeddings", family) if family.embeddings else None
     boundary = Boundary(blocks, frozen, embeddings)
     key = {
