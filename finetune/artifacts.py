@@ -15,7 +15,7 @@ from peft import PeftModel
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase, ProcessorMixin
 
 from finetune.errors import UserError
 from finetune.files import write_json_atomic
@@ -128,10 +128,11 @@ class Tracker:
             self.writer.close()
 
 
-def save_model(model: nn.Module, tokenizer: PreTrainedTokenizerBase, directory: Path) -> None:
-    """A Hugging Face directory: full weights, or a PEFT adapter plus the base config with the label names."""
+def save_model(model: nn.Module, processor: PreTrainedTokenizerBase | ProcessorMixin, directory: Path) -> None:
+    """A Hugging Face directory: full weights, or a PEFT adapter plus the base config with the label
+    names; the tokenizer (or processor) beside them."""
     model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
+    processor.save_pretrained(directory)
     if isinstance(model, PeftModel):  # the base config carries the label names and the model class
         base = model.get_base_model()
         base.config.architectures = [type(base).__name__]

@@ -114,23 +114,40 @@ def embedding_features(run: Run, pooling: str, source: str, device: torch.device
     tokenizer = load_tokenizer(source, run.model)
     encoder = load_encoder(source, run.model).to(device).eval()
     batch_size = run.train.evaluation_batch_size
-    key = {"model_class": type(encoder).__qualname__, "pooling": pooling, "device": device.type, **library_versions()}
-    if run.train.feature_cache:
-        key["weights"] = weights_digest(itertools.chain(encoder.parameters(), encoder.buffers()))
-
+    cache = EmbeddingCache.of(run, encoder, device, pooling=pooling)
     truncated: dict[str, Any] = {"max_length": run.model.max_length}
 
     def embed(texts: list[str], split: str) -> np.ndarray:
         encoded = tokenizer(texts, truncation=True, max_length=run.model.max_length)["input_ids"]
         truncated[split] = sum(len(ids) == run.model.max_length for ids in encoded)  # as finetune.batching counts
         compute = partial(_pooled, encoder, tokenizer, encoded, pooling, batch_size, device)
-        if not run.train.feature_cache:
-            return compute()
-        vectors, reused = cached_array("embeddings", {**key, "inputs": token_ids_digest(encoded)}, compute)
-        log.info("Embeddings of %s: %s (%s)", split, "reused" if reused else "computed", cache_root() / "embeddings")
-        return vectors
+        return cache.get(split, token_ids_digest(encoded), compute)
 
     return FeatureSource(embed, count_parameters(encoder)["total"], truncated)
+
+
+@dataclass(frozen=True)
+class EmbeddingCache:
+    """A frozen model's embeddings of each split, computed once: with train.feature_cache, kept in the
+    cache and keyed by the model's class and weights, its settings (pooling) and the inputs."""
+
+    key: dict[str, Any] | None  # None: train.feature_cache is off
+
+    @classmethod
+    def of(cls, run: Run, model: torch.nn.Module, device: torch.device, **settings: Any) -> EmbeddingCache:
+        if not run.train.feature_cache:
+            return cls(None)
+        weights = weights_digest(itertools.chain(model.parameters(), model.buffers()))
+        return cls({"model_class": type(model).__qualname__, "device": device.type, "weights": weights,
+                    **settings, **library_versions()})
+
+    def get(self, split: str, inputs_digest: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """The embeddings of `split`, whose inputs have `inputs_digest`: read back, or `compute()`d."""
+        if self.key is None:
+            return compute()
+        vectors, reused = cached_array("embeddings", {**self.key, "inputs": inputs_digest}, compute)
+        log.info("Embeddings of %s: %s (%s)", split, "reused" if reused else "computed", cache_root() / "embeddings")
+        return vectors
 
 
 def _pooled(encoder: torch.nn.Module, tokenizer, encoded: list[list[int]], pooling: str, batch_size: int,

@@ -56,8 +56,14 @@ def _fingerprint(dataset: Dataset, task: Task, max_length: int, prefix: str) -> 
 
 
 def _encode(task: Task, batch: dict[str, list], max_length: int, prefix: str) -> dict[str, list]:
-    encoding = task.encode([prefix + text for text in batch["text"]], batch["labels"], max_length)
-    return {**encoding, "length": [len(ids) for ids in encoding["input_ids"]]}
+    inputs = [prefix + text for text in batch["text"]] if prefix else batch["text"]
+    encoding = task.encode(inputs, batch["labels"], max_length)
+    return {**encoding, "length": input_lengths(encoding)}
+
+
+def input_lengths(encoding: dict[str, list]) -> list[int]:
+    """What batches are grouped by: the encoding's own `length` (images: all alike), else its token counts."""
+    return encoding["length"] if "length" in encoding else [len(ids) for ids in encoding["input_ids"]]
 
 
 class LengthGroupedBatches(Sampler[list[int]]):
@@ -110,13 +116,15 @@ def sorted_batches(lengths: Sequence[int], batch_size: int) -> FixedBatches:
 
 
 def make_loader(dataset: Dataset | torch.utils.data.Dataset, collate: Callable[[list[dict]], dict],
-                batch_sampler) -> DataLoader:
+                batch_sampler, workers: int = 0) -> DataLoader:
     """A DataLoader of `dataset`'s rows (model inputs only, no `length`) whose `collate` pads each batch
-    to its own longest sequence."""
+    to its own longest sequence (or decodes its images, in `workers` processes)."""
     return DataLoader(
         dataset,
         batch_sampler=batch_sampler,
         collate_fn=collate,
+        num_workers=workers,
+        persistent_workers=workers > 0,  # not restarted for every epoch and evaluation
         generator=torch.Generator(),  # its base-seed draw must not touch the global RNG (exact resume)
         pin_memory=torch.cuda.is_available(),
     )

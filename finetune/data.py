@@ -16,7 +16,7 @@ from datasets import Dataset, DatasetDict
 from finetune.errors import UserError
 from finetune.schema import DatasetSpec
 from finetune.tasks import task_kind
-from finetune.tasks.columns import LabelledSplits, require_column, require_strings
+from finetune.tasks.columns import LabelledSplits
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,7 @@ BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parqu
 def load_splits(spec: DatasetSpec, seed: int) -> LabelledSplits:
     """Load train/validation/test as `spec` says; carve validation from train when missing."""
     raw = _load_local(spec) if spec.path else _load_hub(spec)
+    kind = task_kind(spec.task)
     wanted = {"train": spec.train_split, "validation": spec.validation_split, "test": spec.test_split}
     splits: dict[str, Dataset] = {}
     for role, split_name in wanted.items():
@@ -43,7 +44,7 @@ def load_splits(spec: DatasetSpec, seed: int) -> LabelledSplits:
         log.info("Validation: %d rows carved from train (seed %d)", len(splits["validation"]), seed)
     limits = {"train": spec.max_train_samples, "validation": spec.max_eval_samples, "test": spec.max_eval_samples}
     splits = {role: _subset(splits[role], limit, seed) for role, limit in limits.items() if role in splits}
-    return task_kind(spec.task).labelled(splits, spec)
+    return kind.labelled(splits, spec)
 
 
 def _where(spec: DatasetSpec) -> str:
@@ -63,6 +64,9 @@ def _load_local(spec: DatasetSpec) -> dict[str, Dataset]:
     directory = Path(spec.path).expanduser()
     if not directory.is_dir():
         raise UserError(f"dataset.path: '{directory}' is not a directory")
+    own_layout = task_kind(spec.task).read_local(directory, spec)
+    if own_layout is not None:
+        return own_layout
     names = {spec.train_split, spec.validation_split, spec.test_split} - {None}
     files = {name: find_split_file(directory, name) for name in names}
     found = {name: path for name, path in files.items() if path is not None}
@@ -144,12 +148,13 @@ def _load_hub(spec: DatasetSpec) -> DatasetDict:
 
 
 def _checked_columns(dataset: Dataset, spec: DatasetSpec, split: str) -> Dataset:
-    """The split reduced to `text` and `raw_label` (the column the task kind reads its targets from)."""
-    require_column(dataset, "text_column", spec.text_column, split)
-    require_strings(dataset, "text_column", spec.text_column, split)
-    dataset, target_column = task_kind(spec.task).target_column(dataset, spec, split)
-    dataset = dataset.select_columns([spec.text_column, target_column])
-    return dataset.rename_columns({spec.text_column: "text", target_column: "raw_label"})
+    """The split reduced to `text` (the input: a text, or an image) and `raw_label` (the column the task
+    kind reads its targets from)."""
+    kind = task_kind(spec.task)
+    dataset, input_column = kind.input_column(dataset, spec, split)
+    dataset, target_column = kind.target_column(dataset, spec, split)
+    dataset = dataset.select_columns([input_column, target_column])
+    return dataset.rename_columns({input_column: "text", target_column: "raw_label"})
 
 
 def _subset(dataset: Dataset, limit: int | None, seed: int) -> Dataset:

@@ -41,7 +41,7 @@ class FitSummary:
     best_epoch: int | None
     train_seconds: float
     train_samples_per_second: float
-    train_tokens_per_second: float  # non-padding tokens
+    train_tokens_per_second: float  # non-padding tokens (0 for images)
     stopped_early: bool
     resumed_from_step: int | None
     skipped_batches: int
@@ -72,7 +72,7 @@ def evaluate(model: nn.Module, loader: DataLoader, task: Task, accelerator: Acce
             output = task.evaluate_batch(model, batch)
             # the batch's mean loss once per row, so that gathering drops the rows Accelerate repeated
             # to even out the last batch across processes, as it does for the predictions
-            row_losses = output.loss.detach().float().expand(len(batch["input_ids"]))
+            row_losses = output.loss.detach().float().expand(len(output.references))
             gathered = accelerator.gather_for_metrics(
                 tuple(_pad_columns(accelerator, tensor) for tensor in (output.predictions, output.references, row_losses)))
             predictions.append(gathered[0].cpu().numpy())
@@ -180,8 +180,9 @@ class Trainer:
             first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss), state.step + 1, first_bad_step)
             window_loss += loss.detach()
             window_batches += 1
-            tokens += batch["attention_mask"].sum()
-            state.samples += len(batch["input_ids"]) * self.accelerator.num_processes  # each has its share
+            if "attention_mask" in batch:  # text; an image batch has no tokens to count
+                tokens += batch["attention_mask"].sum()
+            state.samples += len(batch["labels"]) * self.accelerator.num_processes  # each has its share
             state.batches_done += 1
             if not self.accelerator.sync_gradients:
                 continue

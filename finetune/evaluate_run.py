@@ -20,8 +20,10 @@ from finetune.cli import CONF_DIR
 from finetune.data import load_splits
 from finetune.engine import evaluate
 from finetune.errors import EXIT_BAD_INPUT, USER_ERRORS, UserError, one_line
+from finetune.hardware import loader_workers
 from finetune.logs import quiet_libraries
 from finetune.schema import Run, build_run
+from finetune.tasks import task_kind
 from finetune.trained import TrainedRun, load_run
 
 
@@ -45,11 +47,13 @@ def evaluate_on(trained: TrainedRun, run: Run) -> dict[str, dict[str, float]]:
                          run.dataset.max_source_length or run.model.max_length, run.dataset.source_prefix)
     accelerator = Accelerator(cpu=run.hardware.device == "cpu")
     model = accelerator.prepare(trained.model)
+    workers = loader_workers(run.hardware, task_kind(run.dataset.task).decodes_in_loader)
     metrics = {}
     for role in roles:
         split = tokenized.splits[role]
         batches = sorted_batches(split["length"], run.train.evaluation_batch_size)
-        loader = accelerator.prepare(make_loader(split.remove_columns("length"), trained.task.collate_eval, batches))
+        loader = make_loader(split.remove_columns("length"), trained.task.collate_eval, batches, workers)
+        loader = accelerator.prepare(loader)
         metrics[role] = evaluate(model, loader, trained.task, accelerator).metrics
     return metrics
 

@@ -41,12 +41,12 @@ def export(trained: TrainedRun, out_dir: Path, merge: bool) -> Path:
     if isinstance(model, PeftModel):
         # the untouched base weights with the run's config, then the adapter beside them: transformers
         # loads such a directory as a complete model with an embedded adapter
-        pristine = load_base_model(trained.directory / "model")
+        pristine = load_base_model(trained.directory / "model", trained.task.model_class)
         if generates:
             _generation_defaults(pristine, trained.run)
         pristine.save_pretrained(out_dir)
     model.save_pretrained(out_dir)
-    trained.tokenizer.save_pretrained(out_dir)
+    trained.task.processor.save_pretrained(out_dir)
     (out_dir / "README.md").write_text(model_card(trained, merged=merge))
     return out_dir
 

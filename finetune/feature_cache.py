@@ -219,14 +219,17 @@ class FrozenFeatures:
 def frozen_features(run: Run, method: Method, model: nn.Module, task: Task, splits: dict[str, Dataset],
                     accelerator: Accelerator) -> FrozenFeatures:
     """The cached frozen states of `splits` (built where missing), or an empty cache where the method
-    freezes no leading block, the task generates text, `train.feature_cache` is off, or the model
-    cannot be replayed."""
+    freezes no leading block, the task generates text or its inputs are not token ids (images: the
+    key is the split's token ids), `train.feature_cache` is off, or the model cannot be replayed."""
     if not run.train.feature_cache or run.generates_text():
         return FrozenFeatures()
     family = run.model
     blocks = submodule(model, task.parts.layers, "layers", family)
     frozen = method.frozen_blocks(len(blocks), family)
     if frozen == 0:
+        return FrozenFeatures()
+    if any("input_ids" not in dataset.column_names for dataset in splits.values()):
+        log.info("Frozen-feature cache: not used, the inputs are not token ids")
         return FrozenFeatures()
     embeddings = submodule(model, family.embeddings, "embeddings", family) if family.embeddings else None
     boundary = Boundary(blocks, frozen, embeddings)

@@ -96,6 +96,21 @@ def agree_on_processes(run: Run, accelerator: Accelerator) -> Run:
     return run
 
 
+MAX_AUTO_LOADER_WORKERS = 4
+
+
+def loader_workers(spec: HardwareSpec, decodes_inputs: bool) -> int:
+    """Processes that prepare batches for the loader: `hardware.loader_workers`, else, where the task
+    decodes its inputs per batch (images), one per CPU core the training process leaves free, up to 4;
+    else none (token ids need no work)."""
+    if spec.loader_workers is not None:
+        return spec.loader_workers
+    if not decodes_inputs:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(MAX_AUTO_LOADER_WORKERS, cores - 1))
+
+
 def compiled(model: nn.Module, spec: HardwareSpec) -> nn.Module:
     """The model under torch.compile when hardware.compile is set; dynamic, since batch lengths vary."""
     return torch.compile(model, dynamic=True) if spec.compile else model

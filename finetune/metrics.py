@@ -6,19 +6,19 @@ import re
 
 import numpy as np
 from rouge_score import rouge_scorer
-from sklearn.metrics import accuracy_score, f1_score, jaccard_score
+from sklearn.metrics import accuracy_score, f1_score, jaccard_score, precision_recall_fscore_support
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Accuracy and macro F1 of the arg-max predictions; logits are (n, num_labels)."""
+    """Accuracy and macro precision, recall and F1 of the arg-max predictions; logits are (n, num_labels)."""
     predictions = logits.argmax(axis=-1)
-    return {
-        "accuracy": float(accuracy_score(labels, predictions)),
-        "macro_f1": float(f1_score(labels, predictions, average="macro", labels=np.arange(logits.shape[-1]), zero_division=0)),
-    }
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        labels, predictions, average="macro", labels=np.arange(logits.shape[-1]), zero_division=0)
+    return {"accuracy": float(accuracy_score(labels, predictions)), "macro_precision": float(precision),
+            "macro_recall": float(recall), "macro_f1": float(f1)}
 
 
 def multilabel_metrics(predicted: np.ndarray, labels: np.ndarray, label_names: tuple[str, ...]) -> dict[str, float]:

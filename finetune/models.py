@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
-from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from finetune.errors import UserError
 from finetune.schema import ModelSpec
@@ -52,9 +52,12 @@ def load_encoder(source: str, spec: ModelSpec) -> nn.Module:
     return model.get_encoder() if model.config.is_encoder_decoder else model
 
 
-def load_model(model_class: type, source: str, spec: ModelSpec, model_kwargs: dict[str, Any], pad_token_id: int) -> nn.Module:
-    """The task model; `model_kwargs` size its head and put the label names in its config."""
-    model = _from_pretrained(model_class, source, spec, **model_kwargs)
+def load_model(model_class: type, source: str, spec: ModelSpec, model_config: dict[str, Any], pad_token_id: int) -> nn.Module:
+    """The task model; `model_config` sizes its head and puts the label names (and CLIP's class prompts)
+    in its config."""
+    config = _from_pretrained(AutoConfig, source, spec)
+    config.update(model_config)  # set whether or not the family's config class knows the key
+    model = _from_pretrained(model_class, source, spec, config=config)
     model.config.pad_token_id = pad_token_id
     return model
 

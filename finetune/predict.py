@@ -1,7 +1,8 @@
 """`finetune-predict RUN_DIR "text" ... | --file FILE [--output OUT.jsonl]`: apply a trained run.
 
 Classification gives the label and every label's probability, multilabel the labels above the
-run's threshold, summarization the generated summary. Texts are batched by length.
+run's threshold, summarization the generated summary. Texts are batched by length. An image run
+takes image paths in place of texts.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from finetune.batching import sorted_batches
+from finetune.batching import input_lengths, sorted_batches
 from finetune.errors import EXIT_BAD_INPUT, UserError
 from finetune.logs import quiet_libraries
 from finetune.tasks import task_kind
@@ -24,22 +25,25 @@ from finetune.trained import TrainedRun, load_run
 
 
 def predict(trained: TrainedRun, texts: list[str], batch_size: int = 32, progress: bool = False) -> list[dict[str, Any]]:
-    """One output dict a text, in the order of `texts`."""
+    """One output dict an input (a text, or an image's path), in the order of `texts`."""
     run, task = trained.run, trained.task
-    placeholder = task_kind(run.dataset.task).placeholder_target(tuple(trained.results.label_names))
+    kind = task_kind(run.dataset.task)
+    placeholder = kind.placeholder_target(tuple(trained.results.label_names))
     encoded = task.encode([run.dataset.source_prefix + text for text in texts], [placeholder] * len(texts),
                           run.dataset.max_source_length or run.model.max_length)
-    features = [{key: values[i] for key, values in encoded.items() if key != "truncated"} for i in range(len(texts))]
+    lengths = input_lengths(encoded)
+    features = [{key: values[i] for key, values in encoded.items() if key not in ("truncated", "length")}
+                for i in range(len(texts))]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = trained.model.to(device).eval()
     outputs: list[dict[str, Any]] = [{} for _ in texts]
-    batches = sorted_batches([len(feature["input_ids"]) for feature in features], batch_size)
+    batches = sorted_batches(lengths, batch_size)
     with torch.no_grad():
         for rows in tqdm(batches, desc="predict", unit="batch", disable=not progress):
             batch = {key: value.to(device) for key, value in task.collate_eval([features[row] for row in rows]).items()}
             predictions = task.evaluate_batch(model, batch).predictions.cpu().numpy()
             for row, readable in zip(rows, task.readable(predictions)):
-                outputs[row] = {"text": texts[row], **readable}
+                outputs[row] = {kind.input_name: texts[row], **readable}
     return outputs
 
 
@@ -68,8 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point of finetune-predict."""
     parser = argparse.ArgumentParser(prog="finetune-predict", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="the directory of a completed run")
-    parser.add_argument("texts", nargs="*", help="texts to predict")
-    parser.add_argument("--file", type=Path, help="more texts: .txt (one a line), .jsonl or .csv")
+    parser.add_argument("texts", nargs="*", help="texts to predict (image runs: image paths)")
+    parser.add_argument("--file", type=Path, help="more texts or image paths: .txt (one a line), .jsonl or .csv")
     parser.add_argument("--text-column", help="the --file column (.jsonl, .csv) holding the texts; "
                                               "default: the run's dataset.text_column, else 'text'")
     parser.add_argument("--output", type=Path, help="write jsonl here instead of printing it")

@@ -23,12 +23,12 @@ from finetune.data import load_splits
 from finetune.engine import Trainer, evaluate, planned_steps
 from finetune.errors import Interrupted, UserError
 from finetune.feature_cache import frozen_features
-from finetune.hardware import PeakMemory, agree_on_processes, compiled, make_accelerator, run_precision
+from finetune.hardware import PeakMemory, agree_on_processes, compiled, loader_workers, make_accelerator, run_precision
 from finetune.methods import Method, build_method, count_parameters
 from finetune.models import load_model, load_tokenizer, model_source
 from finetune.record import Outcome
 from finetune.schema import Run
-from finetune.tasks import Task, build_task
+from finetune.tasks import Task, build_task, task_kind
 from finetune.tasks.columns import LabelledSplits
 
 log = logging.getLogger(__name__)
@@ -115,9 +115,11 @@ def _execute(run: Run, accelerator: Accelerator, tracker: Tracker, memory: PeakM
     features = frozen_features(run, method, accelerator.unwrap_model(model), task,
                                {role: encoded[role] for role in roles}, accelerator)
 
+    workers = loader_workers(run.hardware, task_kind(run.dataset.task).decodes_in_loader)
+
     def loader(role: str, collate: Callable, batch_sampler) -> DataLoader:
         dataset, collate = features.attach(role, encoded[role].remove_columns("length"), collate)
-        return accelerator.prepare(make_loader(dataset, collate, batch_sampler))
+        return accelerator.prepare(make_loader(dataset, collate, batch_sampler, workers))
 
     eval_batch_size = run.train.evaluation_batch_size
     loaders = {role: loader(role, task.collate_eval, sorted_batches(encoded[role]["length"], eval_batch_size))
@@ -145,7 +147,7 @@ def _execute(run: Run, accelerator: Accelerator, tracker: Tracker, memory: PeakM
     peak = _log_final(tracker, metrics, memory.peak_mb(accelerator.device), final_step)
 
     if accelerator.is_main_process:
-        save_model(accelerator.unwrap_model(model), tokenizer, run_dir / "model")
+        save_model(accelerator.unwrap_model(model), task.processor, run_dir / "model")
     # the training split's frozen features, if this run computed them, count as training time
     loop_seconds = training.get("train_seconds", 0.0)
     train_seconds = loop_seconds + features.seconds("train")

@@ -11,7 +11,7 @@ import codecs
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -22,11 +22,13 @@ from finetune.errors import UserError, one_of, require
 from finetune.methods import METHODS, MethodSpec, build_method
 from finetune.sweep_names import swept_label
 
-ARCHITECTURES = ("encoder", "seq2seq", "causal")
+ARCHITECTURES = ("encoder", "seq2seq", "causal", "vision_language")
 DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 TRAIN_BOOKKEEPING = ("log_every_steps", "save_every_steps", "keep_checkpoints")  # train.* keys outside config_hash
+# keys added after runs existed: config_hash leaves them out at their defaults, so those runs' hashes stay valid
+LATER_KEYS = (("train", "feature_cache"), ("dataset", "image_column"), ("dataset", "prompt_template"))
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class ModelSpec:
     hub_id: str = MISSING  # Hugging Face Hub id, used when neither path nor weights_package is set
     path: Optional[str] = None  # local checkpoint directory; wins over everything else
     weights_package: Optional[str] = None  # pip package shipping the weights (get_model_path())
-    architecture: str = "encoder"  # encoder | seq2seq | causal
+    architecture: str = "encoder"  # encoder | seq2seq | causal | vision_language (CLIP: images and texts)
     layers: str = MISSING  # dotted path of the ModuleList of transformer blocks (last_layers)
     lm_layers: Optional[str] = None  # the same in the language-model class (text generation); null: layers
     embeddings: Optional[str] = None  # the module feeding the first block; the frozen-feature cache skips it too
@@ -69,13 +71,15 @@ class DatasetSpec:
     """Where the data is and which columns hold the text and the label."""
 
     name: str = MISSING
-    task: str = "classification"  # a kind in finetune/tasks/: classification, multilabel, summarization
+    task: str = "classification"  # a kind in finetune/tasks/: classification, multilabel, summarization, image_classification
     path: Optional[str] = None  # directory of {train,validation,test}.{jsonl,json,csv,parquet}[.gz]
     encoding: str = "utf-8"  # text encoding of local .jsonl, .json and .csv files, e.g. latin-1
     hub_id: Optional[str] = None  # used when path is not set
     hub_config: Optional[str] = None  # e.g. "sst2" for hub_id "glue"
     hub_renames: Dict[str, str] = field(default_factory=dict)  # Hub column -> our column name
     text_column: str = "text"  # the input text (summarization: the document)
+    image_column: str = "image"  # image_classification: an image path (relative to dataset.path) or a Hub image
+    prompt_template: str = "a photo of a {label}"  # image_classification: one text prompt per class
     label_column: str = "label"  # classification: one label; multilabel: a list (0/1 per label, or names)
     label_columns: Optional[List[str]] = None  # multilabel: one 0/1 column per label, used when present
     label_names: Optional[List[str]] = None  # names of the label ids 0..n-1 when labels are ints
@@ -191,11 +195,14 @@ class HardwareSpec:
     num_threads: Optional[int] = None  # CPU threads for torch; null keeps torch's default
     compile: bool = False  # torch.compile the training forward (dynamic shapes); pays off on GPUs
     jobs_per_gpu: int = 1  # parallel multirun jobs (hydra/launcher=joblib) that may share one GPU
+    loader_workers: Optional[int] = None  # processes decoding images for the loader; null: up to 4 where a task decodes
 
     def __post_init__(self) -> None:
         one_of(self.device, DEVICES, "hardware.device")
         one_of(self.precision, PRECISIONS, "hardware.precision")
         require(self.jobs_per_gpu > 0, "hardware.jobs_per_gpu", f"must be > 0, got {self.jobs_per_gpu}")
+        require(self.loader_workers is None or self.loader_workers >= 0, "hardware.loader_workers",
+                f"must be >= 0 or null, got {self.loader_workers}")
 
 
 @dataclass(frozen=True)
@@ -243,8 +250,9 @@ class Run:
         del identity["model"]["embeddings"]  # where the feature cache may skip work, not what is computed
         identity["method_kind"] = type(self.method).__name__
         identity["train"] = {key: value for key, value in asdict(self.train).items() if key not in TRAIN_BOOKKEEPING}
-        if self.train.feature_cache:  # the default: hashes from before the key existed stay valid
-            del identity["train"]["feature_cache"]
+        for section, key in LATER_KEYS:
+            if getattr(getattr(self, section), key) == _default(type(getattr(self, section)), key):
+                del identity[section][key]
         if self.generates_text():
             identity["generation"] = asdict(self.generation)
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -261,6 +269,10 @@ class Run:
     def uses_text_to_text(self) -> bool:
         """Whether the family classifies by generating label names with this method (its YAML lists them)."""
         return bool({self.method.name, self.method.kind} & set(self.model.text_to_text_methods))
+
+
+def _default(schema: type, key: str) -> Any:
+    return next(spec.default for spec in fields(schema) if spec.name == key)
 
 
 def _writable(schema: type) -> DictConfig:

@@ -1,5 +1,6 @@
 """Tiny random-weight models of each family (2 layers, width 32) for smoke runs and tests: the
-family's real tokenizer with a model small enough to train a few steps in a second.
+family's real tokenizer (and CLIP's image processor) with a model small enough to train a few steps
+in a second.
 
     python -m finetune.tiny OUT_DIR [--tokenizers ../shared/models]
 
@@ -36,6 +37,14 @@ TINY_MODELS: dict[str, Callable[[], nn.Module]] = {
     "gpt_neo": lambda: t.GPTNeoForCausalLM(t.GPTNeoConfig(
         vocab_size=50257, hidden_size=32, num_layers=2, num_heads=2, attention_types=[[["global", "local"], 1]],
         window_size=16, max_position_embeddings=128, bos_token_id=50256, eos_token_id=50256)),
+    # CLIP's real image size (224 px in 32 px patches) and vocabulary, so the real preprocessing applies
+    "clip": lambda: t.CLIPModel(t.CLIPConfig(
+        text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
+                         pad_token_id=49407),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=224, patch_size=32),
+        projection_dim=32)),
 }
 TINY_MODELS["minilm"] = TINY_MODELS["bert"]  # MiniLM is a BERT with the same vocabulary
 TINY_MODELS["flan_t5_small"] = TINY_MODELS["flan_t5"]
@@ -48,10 +57,10 @@ def save_tiny_model(family: str, directory: Path, seed: int = 0) -> Path:
     return directory
 
 
-TOKENIZERS = {  # family -> the Hub id of its tokenizer (Flan-T5 shares T5's vocabulary)
+TOKENIZERS = {  # family -> the Hub id of its tokenizer, and image processor (Flan-T5 shares T5's vocabulary)
     "minilm": "bert-base-uncased", "bert": "bert-base-uncased", "distilbert": "distilbert-base-uncased",
     "roberta": "roberta-base", "albert": "albert-base-v2", "flan_t5": "t5-small", "flan_t5_small": "t5-small",
-    "gpt_neo": "EleutherAI/gpt-neo-125m",
+    "gpt_neo": "EleutherAI/gpt-neo-125m", "clip": "openai/clip-vit-base-patch32",
 }
 
 
@@ -64,9 +73,9 @@ def main() -> None:
     for family in TINY_MODELS:
         hub_id = TOKENIZERS[family]
         local = args.tokenizers / hub_id.replace("/", "-") if args.tokenizers else None
-        tokenizer = t.AutoTokenizer.from_pretrained(local if local and local.is_dir() else hub_id)
+        processor = t.AutoProcessor.from_pretrained(local if local and local.is_dir() else hub_id)  # or a tokenizer
         directory = save_tiny_model(family, args.out_dir / family)
-        tokenizer.save_pretrained(directory)
+        processor.save_pretrained(directory)
         print(f"{family}: {directory}")
 
 

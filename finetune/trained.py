@@ -57,9 +57,9 @@ def load_run(directory: Path) -> TrainedRun:
     if build_method(run.method).standalone:
         raise UserError(f"{directory}: {run.method.name} is a scikit-learn baseline; only transformer runs load here")
     model_dir = directory / "model"
-    model = build_method(run.method).loaded(load_trained(model_dir))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     task = build_task(run, tokenizer, tuple(results.label_names))
+    model = build_method(run.method).loaded(load_trained(model_dir, task.model_class))
     if "validation" in results.metrics:
         task = task.calibrated(results.metrics["validation"])
     return TrainedRun(directory, results, run, model, tokenizer, task)

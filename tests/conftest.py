@@ -84,11 +84,11 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 TOKENIZER_FOLDERS = {  # family -> fixture tokenizer folders; later ones override earlier files
     "bert": ["bert"], "distilbert": ["bert", "distilbert"], "roberta": ["roberta"], "albert": ["albert"],
-    "flan_t5": ["t5"], "gpt_neo": ["roberta", "gpt_neo"],
+    "flan_t5": ["t5"], "gpt_neo": ["roberta", "gpt_neo"], "clip": ["clip"],
 }
 
 
-FAMILIES = ("bert", "distilbert", "roberta", "albert", "flan_t5", "gpt_neo")
+FAMILIES = ("bert", "distilbert", "roberta", "albert", "flan_t5", "gpt_neo")  # the text families
 
 
 def _network_methods() -> tuple[str, ...]:

@@ -20,7 +20,7 @@ def finetune(*args: str, env: dict | None = None, cwd: Path | None = None) -> su
 @pytest.mark.parametrize(
     "args,expected",
     [
-        (["model=bret"], "model=bret: no such option; choose one of albert, bert, distilbert, flan_t5, flan_t5_small, gpt_neo, minilm"),
+        (["model=bret"], "model=bret: no such option; choose one of albert, bert, clip, distilbert, flan_t5, flan_t5_small, gpt_neo, minilm"),
         (["train.lrr=1"], "train.lrr: unknown key; TrainSpec allows epochs, lr,"),
         (["method=lora", "method.rank=4"], "method.rank: unknown key; LoraSpec allows name, kind, r, alpha"),
         (["train.lr=fast"], "train.lr: Value 'fast' of type 'str' could not be converted to Float"),

@@ -27,7 +27,7 @@ def _naming(names: list[str], outside: str, allowed: tuple[str, ...] = (), defau
 
 
 def test_no_module_outside_finetune_tasks_switches_on_a_task_kind():
-    assert set(TASK_KINDS) == {"classification", "multilabel", "summarization"}
+    assert set(TASK_KINDS) == {"classification", "multilabel", "summarization", "image_classification"}
     assert _naming(sorted(TASK_KINDS), "tasks/", default=r'^    task: str = "classification"') == []
 
 

@@ -71,7 +71,7 @@ def test_flan_t5_prompt_tuning_classifies_text_to_text(family_run):
     results = execute(run)
     adapter = json.loads((Path(run.output_dir) / "model" / "adapter_config.json").read_text())
     assert adapter["task_type"] == "SEQ_2_SEQ_LM"
-    assert set(results["metrics"]["test"]) == {"accuracy", "macro_f1", "loss"}
+    assert set(results["metrics"]["test"]) == {"accuracy", "macro_precision", "macro_recall", "macro_f1", "loss"}
 
 
 def test_albert_last_layers_trains_the_shared_layer_whatever_num_layers(family_run):
@@ -82,7 +82,7 @@ def test_albert_last_layers_trains_the_shared_layer_whatever_num_layers(family_r
 
 
 def test_gpt_neo_pads_with_end_of_text_and_pools_the_last_real_token(family_run, tiny_model):
-    from transformers import AutoTokenizer
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from finetune.loading import load_trained
 
@@ -90,7 +90,7 @@ def test_gpt_neo_pads_with_end_of_text_and_pools_the_last_real_token(family_run,
     execute(run)
     model_dir = Path(run.output_dir) / "model"
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = load_trained(model_dir)
+    model = load_trained(model_dir, AutoModelForSequenceClassification)
     assert tokenizer.pad_token == "<|endoftext|>" and model.config.pad_token_id == 50256
     import torch
 

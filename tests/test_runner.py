@@ -59,7 +59,7 @@ def test_each_method_trains_saves_and_reloads_to_the_same_predictions(tiny_run, 
     assert on_disk["params"]["trainable"] == (on_disk["params"]["total"] if trainable is None else trainable)
     assert on_disk["peak_memory_mb"] > 0 and "torch" in on_disk["versions"]
 
-    assert load_trained(run_dir / "model").config.id2label == {0: "0", 1: "1"}
+    assert load_trained(run_dir / "model", AutoModelForSequenceClassification).config.id2label == {0: "0", 1: "1"}
     reloaded = split_metrics(run)
     assert reloaded["accuracy"] == results["metrics"]["test"]["accuracy"]
     assert reloaded["loss"] == pytest.approx(results["metrics"]["test"]["loss"], abs=1e-5)
@@ -154,7 +154,7 @@ def test_loading_a_folder_that_is_not_a_run_model_is_refused(tmp_path):
     from finetune.errors import UserError
 
     with pytest.raises(UserError, match="no config.json; is this the model/ folder of a completed run"):
-        load_trained(tmp_path)
+        load_trained(tmp_path, AutoModelForSequenceClassification)
 
 
 def test_weight_decay_skips_every_bias_and_norm_whatever_its_name(tiny_model):

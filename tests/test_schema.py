@@ -21,7 +21,8 @@ def options(group: str) -> list[str]:
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes_into_a_valid_run(compose_run, group, option, tmp_path):
-    needs = {("dataset", "local"): ["dataset.path=/some/dir"], ("dataset", "cnn_dailymail"): ["model=flan_t5"]}
+    needs = {("dataset", "local"): ["dataset.path=/some/dir"], ("dataset", "cnn_dailymail"): ["model=flan_t5"],
+             ("dataset", "tiny_imagenet"): ["model=clip"], ("model", "clip"): ["dataset=tiny_imagenet"]}
     extra = needs.get((group, option), [])
     with skip_if_known_upstream_break():
         run = compose_run(f"{group}={option}", *extra)

@@ -25,6 +25,14 @@ class _Svm(Method):
         return None
 
 
+def _needs_texts(run) -> str | None:
+    from finetune.tasks import task_kind
+
+    if task_kind(run.dataset.task).input_name != "text":
+        return f"{run.method.name} counts words; dataset.task={run.dataset.task} has no texts (try method=svm_embeddings)"
+    return None
+
+
 @dataclass(frozen=True)
 class SvmTfidfSpec(MethodSpec):
     kind: str = "svm_tfidf"
@@ -45,6 +53,9 @@ class SvmTfidf(_Svm):
     spec_class = SvmTfidfSpec
     uses_model = False
 
+    def refusal(self, run) -> str | None:
+        return super().refusal(run) or _needs_texts(run)
+
     def fit_standalone(self, run, data, task, source: str | None, device: torch.device, model_dir: Path) -> Any:
         from finetune.baselines import fit_svm, tfidf_features, train_texts
 
@@ -55,7 +66,7 @@ class SvmTfidf(_Svm):
 @dataclass(frozen=True)
 class SvmEmbeddingsSpec(MethodSpec):
     kind: str = "svm_embeddings"
-    pooling: str = "mean"  # mean: average of the token states; first: the first token's state ([CLS])
+    pooling: str = "mean"  # mean: average of the token states; first: the first token's state ([CLS]); images: CLIP's own
     C: float = 1.0  # inverse regularisation strength of the linear SVM
 
     def __post_init__(self) -> None:
@@ -65,11 +76,13 @@ class SvmEmbeddingsSpec(MethodSpec):
 
 @register
 class SvmEmbeddings(_Svm):
-    """A linear SVM on the frozen encoder's pooled embeddings."""
+    """A linear SVM on the frozen encoder's pooled embeddings (of texts, or images: the task kind's)."""
 
     spec_class = SvmEmbeddingsSpec
 
     def fit_standalone(self, run, data, task, source: str | None, device: torch.device, model_dir: Path) -> Any:
-        from finetune.baselines import embedding_features, fit_svm
+        from finetune.baselines import fit_svm
+        from finetune.tasks import task_kind
 
-        return fit_svm(run, data, task, lambda: embedding_features(run, self.spec.pooling, source, device), model_dir)
+        kind = task_kind(run.dataset.task)
+        return fit_svm(run, data, task, lambda: kind.frozen_embeddings(run, self.spec.pooling, source, device), model_dir)

@@ -10,8 +10,14 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from finetune.tasks.columns import require_column, require_strings
+
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from datasets import Dataset
+
+    from finetune.baselines import FeatureSource
 
     from finetune.schema import DatasetSpec, Run
     from finetune.tasks.columns import LabelledSplits
@@ -40,20 +46,28 @@ class Task(Protocol):
 
     tokenizer: PreTrainedTokenizerBase
     parts: ModelParts
-    model_class: type  # a transformers Auto class
-    peft_task_type: str  # peft's TaskType name
+    model_class: type  # a transformers Auto class, or a model class of the task's own
+    peft_task_type: str | None  # peft's TaskType name; None: a plain PeftModel around the task's own class
     main_metric: str  # higher is better; selects the best epoch and early-stops
+
+    @property
+    def processor(self) -> Any:
+        """What turns raw inputs into model inputs and is saved beside the model: the tokenizer, or a
+        processor holding it and an image processor."""
+        ...
 
     def positions_after_source(self) -> int:
         """Positions a sequence uses beyond its source tokens (a causal model's summary, say)."""
         ...
 
     def model_kwargs(self) -> dict[str, Any]:
-        """Extra `from_pretrained` arguments: label names and head size for classifiers."""
+        """Keys set in the model's config before loading: head size and label names for classifiers
+        (CLIP: the class prompts' token ids)."""
         ...
 
     def encode(self, texts: list[str], targets: list[Any], max_length: int) -> dict[str, list]:
-        """Token ids and training labels; `truncated` flags inputs cut at max_length."""
+        """Token ids and training labels; `truncated` flags inputs cut at max_length. A `length` list,
+        where given, orders batches (else the token count does)."""
         ...
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -102,10 +116,23 @@ class TaskKind:
     name: ClassVar[str]
     generates_text: ClassVar[bool] = False  # evaluation generates text, so generation.* matters
     pipeline_tag: ClassVar[str]  # the Hub pipeline an export declares (text2text-generation for seq2seq LMs)
+    input_name: ClassVar[str] = "text"  # what an input is; finetune-predict echoes it under this key
+    decodes_in_loader: ClassVar[bool] = False  # inputs are decoded per batch (images), in loader worker processes
 
     def refusal(self, run: Run) -> str | None:
         """Why this kind cannot run `run` (e.g. a family of the wrong architecture), or None."""
+        return text_model_refusal(run)
+
+    def read_local(self, directory: Path, spec: DatasetSpec) -> dict[str, Dataset] | None:
+        """Splits from a layout of the kind's own under `dataset.path` (an image folder), or None for
+        the usual train/validation/test files."""
         return None
+
+    def input_column(self, dataset: Dataset, spec: DatasetSpec, split: str) -> tuple[Dataset, str]:
+        """The split (checked, with any column the kind derives) and the name of its input column."""
+        require_column(dataset, "text_column", spec.text_column, split)
+        require_strings(dataset, "text_column", spec.text_column, split)
+        return dataset, spec.text_column
 
     def target_column(self, dataset: Dataset, spec: DatasetSpec, split: str) -> tuple[Dataset, str]:
         """The split (with any column the kind derives) and the name of the column holding its targets."""
@@ -119,9 +146,23 @@ class TaskKind:
         """A target for encoding inputs that have none (finetune-predict)."""
         raise NotImplementedError
 
+    def frozen_embeddings(self, run: Run, pooling: str, source: str, device: torch.device) -> FeatureSource:
+        """The frozen model's embedding of each input, for the SVM baseline: pooled token states of texts."""
+        from finetune.baselines import embedding_features  # the baselines import the tasks
+
+        return embedding_features(run, pooling, source, device)
+
     def build(self, run: Run, tokenizer: PreTrainedTokenizerBase, label_names: tuple[str, ...]) -> Task:
         """The model route for this run (head or text-to-text, seq2seq or causal)."""
         raise NotImplementedError
+
+
+def text_model_refusal(run: Run) -> str | None:
+    """Why a text task cannot run on the family (a vision-language model), or None."""
+    if run.model.architecture == "vision_language":
+        return (f"dataset.task: {run.dataset.task} takes texts; model={run.model.name} classifies images "
+                "(use dataset.task=image_classification, e.g. dataset=tiny_imagenet)")
+    return None
 
 
 def head_parts(run: Run) -> ModelParts:

@@ -33,6 +33,10 @@ class HeadClassification:
     peft_task_type: str = "SEQ_CLS"
     main_metric: str = "accuracy"
 
+    @property
+    def processor(self) -> PreTrainedTokenizerBase:
+        return self.tokenizer
+
     def positions_after_source(self) -> int:
         return 0
 

@@ -12,8 +12,9 @@ from finetune.errors import UserError
 
 @dataclass(frozen=True)
 class LabelledSplits:
-    """Splits with `text` (str) and `labels` (what the task kind made of its target column: a class
-    id, 0/1 floats per label, a reference summary), and the label names (none for summarization)."""
+    """Splits with `text` (the input: a string; for images a path or a Hub image) and `labels` (what the
+    task kind made of its target column: a class id, 0/1 floats per label, a reference summary), and the
+    label names (none for summarization)."""
 
     splits: dict[str, Dataset]
     label_names: tuple[str, ...]

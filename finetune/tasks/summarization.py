@@ -29,6 +29,10 @@ class _Summarization:
     generation: GenerationSpec
     main_metric: str = "rougeL"
 
+    @property
+    def processor(self) -> PreTrainedTokenizerBase:
+        return self.tokenizer
+
     def model_kwargs(self) -> dict[str, Any]:
         return {}
 
@@ -142,9 +146,9 @@ class Summarization(TaskKind):
     pipeline_tag = "text-generation"
 
     def refusal(self, run) -> str | None:
-        if run.model.architecture == "encoder":
-            return (f"dataset.task: summarization needs a seq2seq or causal model; model={run.model.name} is encoder "
-                    "(try model=flan_t5 or model=gpt_neo)")
+        if run.model.architecture not in ("seq2seq", "causal"):
+            return (f"dataset.task: summarization needs a seq2seq or causal model; model={run.model.name} is "
+                    f"{run.model.architecture} (try model=flan_t5 or model=gpt_neo)")
         return None
 
     def target_column(self, dataset: Dataset, spec: DatasetSpec, split: str) -> tuple[Dataset, str]:

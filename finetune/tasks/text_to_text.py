@@ -22,6 +22,10 @@ class TextToText:
     model_class: type = AutoModelForSeq2SeqLM
     peft_task_type: str = "SEQ_2_SEQ_LM"
 
+    @property
+    def processor(self) -> PreTrainedTokenizerBase:
+        return self.tokenizer
+
     def positions_after_source(self) -> int:
         return 0
 
