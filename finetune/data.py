@@ -26,7 +26,6 @@ BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parqu
 def load_splits(spec: DatasetSpec, seed: int) -> LabelledSplits:
     """Load train/validation/test as `spec` says; carve validation from train when missing."""
     raw = _load_local(spec) if spec.path else _load_hub(spec)
-    kind = task_kind(spec.task)
     wanted = {"train": spec.train_split, "validation": spec.validation_split, "test": spec.test_split}
     splits: dict[str, Dataset] = {}
     for role, split_name in wanted.items():
@@ -44,7 +43,7 @@ def load_splits(spec: DatasetSpec, seed: int) -> LabelledSplits:
         log.info("Validation: %d rows carved from train (seed %d)", len(splits["validation"]), seed)
     limits = {"train": spec.max_train_samples, "validation": spec.max_eval_samples, "test": spec.max_eval_samples}
     splits = {role: _subset(splits[role], limit, seed) for role, limit in limits.items() if role in splits}
-    return kind.labelled(splits, spec)
+    return task_kind(spec.task).labelled(splits, spec)
 
 
 def _where(spec: DatasetSpec) -> str:

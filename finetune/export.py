@@ -58,13 +58,18 @@ def _pipeline_task(run: Run) -> str:
     return task_kind(run.dataset.task).pipeline_tag
 
 
-def _usage(task: str) -> str:
+def _usage(task: str, trained: TrainedRun) -> str:
     if task == "text2text-generation":  # transformers 5 has no pipeline for encoder-decoders
         return ('from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n'
                 'tokenizer = AutoTokenizer.from_pretrained("PATH")\n'
                 'model = AutoModelForSeq2SeqLM.from_pretrained("PATH")  # generation settings in generation_config.json\n'
                 'ids = model.generate(**tokenizer([model.config.prefix + TEXT], return_tensors="pt"))\n'
                 'print(tokenizer.batch_decode(ids, skip_special_tokens=True))')
+    if task == "zero-shot-image-classification":  # the class prompts are the caller's: the run's are given
+        template = trained.run.dataset.prompt_template.replace("{label}", "{}")
+        return (f'from transformers import pipeline\nclassify = pipeline("{task}", model="PATH")\n'
+                f'classify("IMAGE.jpg", candidate_labels={list(trained.results.label_names)!r}, '
+                f'hypothesis_template={template!r})')
     return f'from transformers import pipeline\npredict = pipeline("{task}", model="PATH")'
 
 
@@ -102,7 +107,7 @@ Fine-tuned with finetune from `{results.model_source}`; this directory holds {fo
 {metrics}
 
 ```python
-{_usage(task)}
+{_usage(task, trained)}
 ```
 
 ## Config

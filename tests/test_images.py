@@ -134,7 +134,9 @@ def test_an_exported_run_classifies_images_through_the_zero_shot_pipeline(traine
     images = _test_images(digits_dir, 6)
     expected = predict(trained, images)
     out = export(trained, tmp_path / "export", merge=merge)
-    assert "pipeline_tag: zero-shot-image-classification" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "pipeline_tag: zero-shot-image-classification" in card
+    assert "candidate_labels=['0', '1', '2'," in card and "hypothesis_template='a photo of the digit {}'" in card
 
     classify = pipeline("zero-shot-image-classification", model=str(out), device="cpu")
     labels = [str(digit) for digit in range(10)]
@@ -328,3 +330,27 @@ def test_a_crashed_image_run_resumes_to_identical_metrics(clip_run, tmp_path, mo
     assert resumed["training"]["resumed_from_step"] == 6
     assert resumed["training"]["validation_curve"] == reference["training"]["validation_curve"]
     assert resumed["metrics"] == reference["metrics"]
+
+
+def test_tiny_imagenet_from_the_hub_keeps_images_encoded_and_names_the_classes(compose_run, tiny_model, digits_dir,
+                                                                                monkeypatch, tmp_path):
+    import datasets
+
+    paths = sorted((digits_dir / "train").rglob("*.png"))[:60]
+    wordnet_ids = [f"n{index:08d}" for index in range(200)]  # the Hub copy's ClassLabel names
+
+    def split(rows: list[Path]) -> datasets.Dataset:
+        features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=wordnet_ids)})
+        return datasets.Dataset.from_dict({"image": [{"bytes": path.read_bytes(), "path": None} for path in rows],
+                                           "label": [int(path.parent.name) for path in rows]}, features=features)
+
+    hub_copy = datasets.DatasetDict(train=split(paths[:40]), valid=split(paths[40:]))
+    monkeypatch.setattr("datasets.load_dataset", lambda hub_id, config: hub_copy)
+    run = compose_run("model=clip", f"model.path={tiny_model('clip')}", "dataset=tiny_imagenet", "method=none",
+                      "hardware=cpu", output_dir=tmp_path / "run")
+    assert run.dataset.hub_id == "zh-plus/tiny-imagenet" and run.dataset.path is None
+    results = execute(run)
+    assert results["label_names"][:2] == ["goldfish", "European fire salamander"]
+    assert set(results["metrics"]) == {"validation", "test"}  # validation carved from train, test from 'valid'
+    prompts = json.loads((tmp_path / "run" / "model" / "config.json").read_text())["class_prompt_ids"]
+    assert len(prompts) == 200

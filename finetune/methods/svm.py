@@ -25,14 +25,6 @@ class _Svm(Method):
         return None
 
 
-def _needs_texts(run) -> str | None:
-    from finetune.tasks import task_kind
-
-    if task_kind(run.dataset.task).input_name != "text":
-        return f"{run.method.name} counts words; dataset.task={run.dataset.task} has no texts (try method=svm_embeddings)"
-    return None
-
-
 @dataclass(frozen=True)
 class SvmTfidfSpec(MethodSpec):
     kind: str = "svm_tfidf"
@@ -54,7 +46,11 @@ class SvmTfidf(_Svm):
     uses_model = False
 
     def refusal(self, run) -> str | None:
-        return super().refusal(run) or _needs_texts(run)
+        from finetune.tasks import task_kind  # the task kinds import the schema, which imports the methods
+
+        if task_kind(run.dataset.task).input_name != "text":
+            return f"{run.method.name} counts words; dataset.task={run.dataset.task} has no texts (try method=svm_embeddings)"
+        return super().refusal(run)
 
     def fit_standalone(self, run, data, task, source: str | None, device: torch.device, model_dir: Path) -> Any:
         from finetune.baselines import fit_svm, tfidf_features, train_texts

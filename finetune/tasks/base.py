@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from datasets import Dataset
 
     from finetune.baselines import FeatureSource
-
     from finetune.schema import DatasetSpec, Run
     from finetune.tasks.columns import LabelledSplits
 
@@ -120,8 +119,12 @@ class TaskKind:
     decodes_in_loader: ClassVar[bool] = False  # inputs are decoded per batch (images), in loader worker processes
 
     def refusal(self, run: Run) -> str | None:
-        """Why this kind cannot run `run` (e.g. a family of the wrong architecture), or None."""
-        return text_model_refusal(run)
+        """Why this kind cannot run `run` (e.g. a family of the wrong architecture), or None. The
+        default: a text task refuses a vision-language family."""
+        if run.model.architecture == "vision_language":
+            return (f"dataset.task: {run.dataset.task} takes texts; model={run.model.name} classifies images "
+                    "(use dataset.task=image_classification, e.g. dataset=tiny_imagenet)")
+        return None
 
     def read_local(self, directory: Path, spec: DatasetSpec) -> dict[str, Dataset] | None:
         """Splits from a layout of the kind's own under `dataset.path` (an image folder), or None for
@@ -155,14 +158,6 @@ class TaskKind:
     def build(self, run: Run, tokenizer: PreTrainedTokenizerBase, label_names: tuple[str, ...]) -> Task:
         """The model route for this run (head or text-to-text, seq2seq or causal)."""
         raise NotImplementedError
-
-
-def text_model_refusal(run: Run) -> str | None:
-    """Why a text task cannot run on the family (a vision-language model), or None."""
-    if run.model.architecture == "vision_language":
-        return (f"dataset.task: {run.dataset.task} takes texts; model={run.model.name} classifies images "
-                "(use dataset.task=image_classification, e.g. dataset=tiny_imagenet)")
-    return None
 
 
 def head_parts(run: Run) -> ModelParts:
