@@ -278,11 +278,12 @@ def _broken_copy(digits_dir: Path, tmp_path: Path, damage: str) -> tuple[Path, s
     return table, f"{table / 'gone.png'}: no such image file"
 
 
-@pytest.mark.parametrize("damage", ["empty class folder", "not an image", "missing image"])
-def test_bad_image_data_is_a_one_line_error_naming_the_file(clip_run, digits_dir, tmp_path, damage):
+@pytest.mark.parametrize("damage,method", [("empty class folder", "none"), ("not an image", "none"),
+                                           ("missing image", "none"), ("not an image", "svm_embeddings")])
+def test_bad_image_data_is_a_one_line_error_naming_the_file(clip_run, digits_dir, tmp_path, damage, method):
     path, expected = _broken_copy(digits_dir, tmp_path, damage)
     with pytest.raises(UserError) as refused:
-        execute(clip_run(f"dataset.path={path}", "method=none", output_dir=tmp_path / "run"))
+        execute(clip_run(f"dataset.path={path}", f"method={method}", output_dir=tmp_path / "run"))
     assert str(refused.value).startswith(expected) and "\n" not in str(refused.value)
 
 

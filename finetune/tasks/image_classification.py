@@ -153,6 +153,7 @@ class ImageClassification(Classification):
         batch_size = run.train.evaluation_batch_size
 
         def embed(images: list[Any], split: str) -> np.ndarray:
+            images = [checked_image(reference) for reference in images]  # a bad file: one line, before any worker
             compute = partial(_image_embeddings, model, image_processor, images, batch_size,
                               loader_workers(run.hardware, decodes_inputs=True), device)
             return cache.get(split, images_digest(images), compute)
