@@ -231,6 +231,29 @@ def longer_data(tmp_path_factory) -> Path:
     return directory
 
 
+class SimulatedCrash(Exception):
+    pass
+
+
+@contextmanager
+def crash_after_checkpoint(monkeypatch, step: int) -> Iterator[None]:
+    """Inside the block, a run raises SimulatedCrash right after writing its mid-epoch checkpoint of
+    optimizer step `step`, as a process that died there would leave it."""
+    from finetune.checkpoint import Checkpoints
+
+    real_save = Checkpoints.save
+
+    def save_then_crash(self, model, optimizer, scheduler, state, method_state=None):
+        path = real_save(self, model, optimizer, scheduler, state, method_state)
+        if state.step == step and state.batches_done:
+            raise SimulatedCrash(f"simulated crash after step {step}")
+        return path
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Checkpoints, "save", save_then_crash)
+        yield
+
+
 def start_and_wait_for_checkpoint(command: list[str], run_dir: Path) -> subprocess.Popen:
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120

@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoImageProcessor, pipeline
 
-from conftest import NETWORK_METHODS
+from conftest import NETWORK_METHODS, SimulatedCrash, crash_after_checkpoint
 from finetune.errors import UserError
 from finetune.export import export
 from finetune.predict import main as predict_main
@@ -309,24 +309,12 @@ def test_lora_on_full_size_clip_trains_the_studys_491520_parameters(compose_run,
 
 
 def test_a_crashed_image_run_resumes_to_identical_metrics(clip_run, tmp_path, monkeypatch):
-    from finetune.checkpoint import Checkpoints
-
     # 10 steps an epoch, images decoded in a worker process; the crash comes mid-way through epoch 1
     settings = ("method=lora", "train.lr=3e-3", "train.epochs=2", "train.save_every_steps=3",
                 "dataset.max_train_samples=80", "dataset.max_eval_samples=20", "hardware.loader_workers=1")
     reference = execute(clip_run(*settings, output_dir=tmp_path / "reference"))
-    real_save = Checkpoints.save
-
-    def save_then_crash(self, model, optimizer, scheduler, state, method_state=None):
-        path = real_save(self, model, optimizer, scheduler, state, method_state)
-        if state.step == 6:
-            raise RuntimeError("simulated crash")
-        return path
-
-    monkeypatch.setattr(Checkpoints, "save", save_then_crash)
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with crash_after_checkpoint(monkeypatch, 6), pytest.raises(SimulatedCrash):
         execute(clip_run(*settings, output_dir=tmp_path / "crashed"))
-    monkeypatch.setattr(Checkpoints, "save", real_save)
     resumed = execute(clip_run(*settings, output_dir=tmp_path / "crashed"))
     assert resumed["training"]["resumed_from_step"] == 6
     assert resumed["training"]["validation_curve"] == reference["training"]["validation_curve"]

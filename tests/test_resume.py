@@ -17,11 +17,7 @@ from finetune.checkpoint import Checkpoints
 from finetune.errors import RunError, UserError
 from finetune.runner import execute
 
-from conftest import start_and_wait_for_checkpoint
-
-
-class Crash(Exception):
-    pass
+from conftest import SimulatedCrash, crash_after_checkpoint, start_and_wait_for_checkpoint
 
 
 @pytest.mark.parametrize(
@@ -41,20 +37,10 @@ def test_a_run_that_crashed_after_a_checkpoint_resumes_to_identical_metrics(tiny
                                                                            settings, crash_step):
     reference = execute(tiny_run(*settings, output_dir=tmp_path / "reference"))
 
-    real_save = Checkpoints.save
-
-    def save_then_crash(self, model, optimizer, scheduler, state, method_state=None):
-        path = real_save(self, model, optimizer, scheduler, state, method_state)
-        if state.step == crash_step and state.batches_done:  # a mid-epoch checkpoint
-            raise Crash("simulated crash")
-        return path
-
-    monkeypatch.setattr(Checkpoints, "save", save_then_crash)
     crashed_dir = tmp_path / "crashed"
-    with pytest.raises(Crash):
+    with crash_after_checkpoint(monkeypatch, crash_step), pytest.raises(SimulatedCrash):
         execute(tiny_run(*settings, output_dir=crashed_dir))
     assert json.loads((crashed_dir / "results.json").read_text())["status"] == "failed"
-    monkeypatch.setattr(Checkpoints, "save", real_save)
 
     resumed = execute(tiny_run(*settings, output_dir=crashed_dir))
     assert resumed["training"]["resumed_from_step"] == crash_step
@@ -79,18 +65,8 @@ def test_adalora_resumes_exactly_because_its_allocator_state_is_checkpointed(tin
         return load_file(str(checkpoint / "trainable.safetensors")), Checkpoints.method_state(checkpoint)
 
     def crash_at_step_6_and_resume(output: Path) -> None:
-        real_save = Checkpoints.save
-
-        def save_then_crash(self, model, optimizer, scheduler, state, method_state=None):
-            path = real_save(self, model, optimizer, scheduler, state, method_state)
-            if state.step == 6:
-                raise Crash("simulated crash")
-            return path
-
-        with monkeypatch.context() as patch:
-            patch.setattr(Checkpoints, "save", save_then_crash)
-            with pytest.raises(Crash):
-                execute(tiny_run(*settings, output_dir=output))
+        with crash_after_checkpoint(monkeypatch, 6), pytest.raises(SimulatedCrash):
+            execute(tiny_run(*settings, output_dir=output))
         execute(tiny_run(*settings, output_dir=output))
 
     execute(tiny_run(*settings, output_dir=tmp_path / "reference"))

@@ -22,8 +22,34 @@ from finetune.tasks.columns import BadLabel, LabelledSplits, map_labels, require
 from finetune.tasks.text_to_text import TextToText
 
 
+class SingleLabelScoring:
+    """A route whose model returns the loss and one logit per class: evaluation, metrics and what
+    predict prints, shared by the head route and CLIP's prompt route."""
+
+    label_names: tuple[str, ...]
+
+    def collate_eval(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return self.collate(features)
+
+    def evaluate_batch(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> BatchOutput:
+        output = model(**batch)
+        return BatchOutput(output.loss, output.logits.float(), batch["labels"])
+
+    def metrics(self, predictions: list[np.ndarray], references: list[np.ndarray]) -> dict[str, float]:
+        return classification_metrics(np.concatenate(predictions), np.concatenate(references))
+
+    def samples(self, predictions: list[np.ndarray], references: list[np.ndarray]) -> list[dict[str, Any]]:
+        return []
+
+    def readable(self, predictions: np.ndarray) -> list[dict[str, Any]]:
+        return single_label_outputs(predictions, self.label_names)
+
+    def calibrated(self, validation: dict[str, float]) -> SingleLabelScoring:
+        return self
+
+
 @dataclass(frozen=True)
-class HeadClassification:
+class HeadClassification(SingleLabelScoring):
     """One label a text; logits come from one forward pass through the classification head."""
 
     tokenizer: PreTrainedTokenizerBase
@@ -51,24 +77,6 @@ class HeadClassification:
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return DataCollatorWithPadding(self.tokenizer)(features)
 
-    def collate_eval(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        return self.collate(features)
-
-    def evaluate_batch(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> BatchOutput:
-        output = model(**batch)
-        return BatchOutput(output.loss, output.logits.float(), batch["labels"])
-
-    def metrics(self, predictions: list[np.ndarray], references: list[np.ndarray]) -> dict[str, float]:
-        return classification_metrics(np.concatenate(predictions), np.concatenate(references))
-
-    def samples(self, predictions: list[np.ndarray], references: list[np.ndarray]) -> list[dict[str, Any]]:
-        return []
-
-    def readable(self, predictions: np.ndarray) -> list[dict[str, Any]]:
-        return single_label_outputs(predictions, self.label_names)
-
-    def calibrated(self, validation: dict[str, float]) -> HeadClassification:
-        return self
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,10 @@ from transformers import AutoImageProcessor, CLIPProcessor, PreTrainedTokenizerB
 
 from finetune.hardware import loader_workers
 from finetune.methods import count_parameters
-from finetune.metrics import classification_metrics
 from finetune.models import load_encoder
 from finetune.tasks import register_task
-from finetune.tasks.base import BatchOutput, ModelParts, head_parts, label_config, single_label_outputs
-from finetune.tasks.classification import Classification
+from finetune.tasks.base import ModelParts, head_parts, label_config
+from finetune.tasks.classification import Classification, SingleLabelScoring
 from finetune.tasks.columns import LabelledSplits, require_column, require_strings
 from finetune.tasks.images import checked_image, folder_layout, images_digest, open_image
 from finetune.tasks.prompt_model import CLIPForPromptClassification
@@ -43,7 +42,7 @@ LABEL_FIELD = "{label}"
 
 
 @dataclass(frozen=True)
-class PromptImageClassification:
+class PromptImageClassification(SingleLabelScoring):
     """One label an image; logits from the image's similarity to each class prompt."""
 
     tokenizer: PreTrainedTokenizerBase
@@ -78,24 +77,6 @@ class PromptImageClassification:
         pixels = self.image_processor(images=[open_image(f["image"]) for f in features], return_tensors="pt")
         return {"pixel_values": pixels["pixel_values"], "labels": torch.tensor([f["labels"] for f in features])}
 
-    def collate_eval(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        return self.collate(features)
-
-    def evaluate_batch(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> BatchOutput:
-        output = model(**batch)
-        return BatchOutput(output.loss, output.logits.float(), batch["labels"])
-
-    def metrics(self, predictions: list[np.ndarray], references: list[np.ndarray]) -> dict[str, float]:
-        return classification_metrics(np.concatenate(predictions), np.concatenate(references))
-
-    def samples(self, predictions: list[np.ndarray], references: list[np.ndarray]) -> list[dict[str, Any]]:
-        return []
-
-    def readable(self, predictions: np.ndarray) -> list[dict[str, Any]]:
-        return single_label_outputs(predictions, self.label_names)
-
-    def calibrated(self, validation: dict[str, float]) -> PromptImageClassification:
-        return self
 
 
 @register_task
