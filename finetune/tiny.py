@@ -5,7 +5,7 @@ in a second.
     python -m finetune.tiny OUT_DIR [--tokenizers ../shared/models]
 
 builds OUT_DIR/<family> for every family, with the tokenizer read from --tokenizers (folders named
-after the Hub id, '/' as '-') when given, else from the Hub; `+smoke=tiny` runs use them through
+after the Hub id, '/' as '-', or its name alone) when given, else from the Hub; `+smoke=tiny` runs use them through
 FINETUNE_TINY_MODELS=OUT_DIR.
 """
 
@@ -64,6 +64,12 @@ TOKENIZERS = {  # family -> the Hub id of its tokenizer, and image processor (Fl
 }
 
 
+def _local_folder(root: Path, hub_id: str) -> Path | None:
+    """The folder under `root` holding `hub_id`'s files: named after the id with '/' as '-', or its name alone."""
+    return next((folder for name in (hub_id.replace("/", "-"), hub_id.split("/")[-1])
+                 if (folder := root / name).is_dir()), None)
+
+
 def main() -> None:
     """Build every family's tiny model with its real tokenizer under OUT_DIR."""
     parser = argparse.ArgumentParser(prog="python -m finetune.tiny", description="Tiny random models for +smoke=tiny.")
@@ -72,8 +78,8 @@ def main() -> None:
     args = parser.parse_args()
     for family in TINY_MODELS:
         hub_id = TOKENIZERS[family]
-        local = args.tokenizers / hub_id.replace("/", "-") if args.tokenizers else None
-        processor = t.AutoProcessor.from_pretrained(local if local and local.is_dir() else hub_id)  # or a tokenizer
+        local = _local_folder(args.tokenizers, hub_id) if args.tokenizers else None
+        processor = t.AutoProcessor.from_pretrained(local or hub_id)  # a tokenizer, or CLIP's tokenizer and image processor
         directory = save_tiny_model(family, args.out_dir / family)
         processor.save_pretrained(directory)
         print(f"{family}: {directory}")
