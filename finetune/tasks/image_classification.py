@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import datasets
 import numpy as np
 import torch
-import torch.nn.functional as F
 from datasets import Dataset
 from torch import nn
 from torch.utils.data import DataLoader
@@ -32,8 +31,8 @@ from finetune.tasks import register_task
 from finetune.tasks.base import ModelParts, head_parts, label_config
 from finetune.tasks.classification import Classification, SingleLabelScoring
 from finetune.tasks.columns import LabelledSplits, require_column, require_strings
-from finetune.tasks.images import checked_image, folder_layout, images_digest, open_image
-from finetune.tasks.prompt_model import CLIPForPromptClassification
+from finetune.tasks.images import checked_image, folder_layout, images_digest, pixel_values
+from finetune.tasks.prompt_model import CLIPForPromptClassification, image_embeddings
 
 if TYPE_CHECKING:
     from finetune.baselines import FeatureSource
@@ -74,8 +73,8 @@ class PromptImageClassification(SingleLabelScoring):
         return {"image": images, "labels": targets, "truncated": [False] * len(images), "length": [1] * len(images)}
 
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        pixels = self.image_processor(images=[open_image(f["image"]) for f in features], return_tensors="pt")
-        return {"pixel_values": pixels["pixel_values"], "labels": torch.tensor([f["labels"] for f in features])}
+        return {"pixel_values": pixel_values(self.image_processor, [f["image"] for f in features]),
+                "labels": torch.tensor([f["labels"] for f in features])}
 
 
 
@@ -144,14 +143,9 @@ class ImageClassification(Classification):
 
 def _image_embeddings(model: nn.Module, image_processor: Any, images: list[Any], batch_size: int, workers: int,
                       device: torch.device) -> np.ndarray:
-    def collate(references: list[Any]) -> torch.Tensor:
-        images = [open_image(reference) for reference in references]
-        return image_processor(images=images, return_tensors="pt")["pixel_values"]
-
     vectors = []
-    loader = DataLoader(images, batch_size=batch_size, collate_fn=collate, num_workers=workers)
+    loader = DataLoader(images, batch_size=batch_size, collate_fn=partial(pixel_values, image_processor), num_workers=workers)
     for pixels in tqdm(loader, desc="embed", unit="batch", leave=False):
         with torch.no_grad():
-            pooled = model.vision_model(pixel_values=pixels.to(device)).pooler_output
-            vectors.append(F.normalize(model.visual_projection(pooled), dim=-1).float().cpu().numpy())
+            vectors.append(image_embeddings(model, pixels.to(device)).float().cpu().numpy())
     return np.concatenate(vectors)

@@ -69,6 +69,12 @@ def open_image(reference: Any) -> Image.Image:
         return image.convert("RGB")
 
 
+def pixel_values(image_processor: Any, references: list[Any]) -> Any:
+    """The images a batch of references names, as the model's image processor prepares them."""
+    images = [open_image(reference) for reference in references]
+    return image_processor(images=images, return_tensors="pt")["pixel_values"]
+
+
 def images_digest(references: list[Any]) -> str:
     """A digest of the images referred to: each file's path, size and modification time, or a Hub
     image's bytes."""

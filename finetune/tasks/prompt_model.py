@@ -8,6 +8,12 @@ from transformers import CLIPConfig, CLIPModel
 from transformers.modeling_outputs import ImageClassifierOutput
 
 
+def image_embeddings(model: CLIPModel, pixel_values: torch.Tensor) -> torch.Tensor:
+    """CLIP's normalised image embeddings: the image tower's pooled output, projected into the joint space."""
+    pooled = model.vision_model(pixel_values=pixel_values).pooler_output
+    return F.normalize(model.visual_projection(pooled), dim=-1)
+
+
 class CLIPForPromptClassification(CLIPModel):
     """CLIP whose class logits are the scaled cosine similarities between an image's embedding and the
     text embedding of each class prompt ("a photo of a {label}"); the loss is cross-entropy over the
@@ -37,8 +43,7 @@ class CLIPForPromptClassification(CLIPModel):
         return self._prompt_features
 
     def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **kwargs) -> ImageClassifierOutput:
-        pooled = self.vision_model(pixel_values=pixel_values).pooler_output
-        images = F.normalize(self.visual_projection(pooled), dim=-1)
+        images = image_embeddings(self, pixel_values)
         logits = self.logit_scale.exp() * images @ self.class_features().to(images.dtype).T
         loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
         return ImageClassifierOutput(loss=loss, logits=logits)
