@@ -1,10 +1,13 @@
 """`finetune-report DIR...`: one table of every results.json under the given directories.
 
 A row is a configuration: runs that differ only in `train.seed` are its replicates (mean ± std over
-seeds, and n), and every config key that differs among the runs gets a column. Reads only files:
-report.md, report.csv (configurations), runs.csv (one row a run) and PNG plots (finetune.plots)
-are written in the first directory, and the markdown table is printed. Failed and running runs
-are counted, not dropped.
+seeds, and n), and every config key that differs among the runs gets a column. Each configuration
+is compared with a reference, paired by seed: the data set's validation-best configuration, or
+with `--baseline METHOD` that method's. Reads only files: report.md, report.csv (configurations),
+runs.csv (one row a run) and PNG plots (finetune.plots) go to `--out` (default: the one directory
+given, or the common parent of several); `--best` writes best.md, best.csv and best_*.png beside
+them instead of replacing the full report. Failed, running and unreadable runs are counted, not
+dropped.
 """
 
 from __future__ import annotations
@@ -12,29 +15,37 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from finetune.files import write_text_atomic
 from finetune.errors import EXIT_BAD_INPUT
+from finetune.files import write_text_atomic
 from finetune.plots import write_plots
 from finetune.record import RunRecord
-from finetune.studies import Configuration, best_per_method, configurations, flatten, swept_keys, versus_best
+from finetune.studies import Configuration, best_per_method, configurations, flatten, swept_keys, versus_reference
 
 COLUMNS = (
     "model", "method", "dataset", "status", "metric", "validation", "test", "trainable", "trainable_%",
-    "train_s", "samples_s", "peak_memory_mb", "run",
-)  # runs.csv; report.md and report.csv add the swept keys, n and the comparison with the best
+    "train_s", "samples_s", "peak_memory_mb", "error", "run",
+)  # runs.csv, before the swept keys; report.md and report.csv add n and the comparison with the reference
 
 
-def collect(directories: list[Path]) -> list[dict[str, Any]]:
-    """One row per results.json found under `directories`, sorted by model, dataset and method."""
-    rows = []
+def collect(directories: list[Path], relative_to: Path | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per results.json found under `directories`, sorted by model, dataset and method, and
+    a warning for each file that cannot be read (it still gets a row, status `unreadable`)."""
+    rows, warnings = [], []
     for directory in directories:
         for path in sorted(directory.rglob("results.json")):
-            rows.append(_row(RunRecord.read(path), path.parent.relative_to(directory)))
-    return sorted(rows, key=lambda row: (row["model"], row["dataset"], row["method"]))
+            run = Path(os.path.relpath(path.parent, relative_to or directory))
+            try:
+                record = RunRecord.read(path)
+            except (OSError, ValueError, TypeError) as error:
+                warnings.append(f"{path}: cannot be read ({type(error).__name__}: {error}); counted as unreadable")
+                record = RunRecord(status="unreadable", error=f"{type(error).__name__}: {error}")
+            rows.append(_row(record, run))
+    return sorted(rows, key=lambda row: (row["model"], row["dataset"], row["method"])), warnings
 
 
 def _row(record: RunRecord, run: Path) -> dict[str, Any]:
@@ -53,9 +64,11 @@ def _row(record: RunRecord, run: Path) -> dict[str, Any]:
         "train_s": record.train_seconds,
         "samples_s": record.train_samples_per_second,
         "peak_memory_mb": record.peak_memory_mb,
+        "error": record.error,
         "run": str(run),
         "config": flatten(record.config),
         "seed": record.config.get("train", {}).get("seed"),
+        "classes": len(record.label_names),
         "train_loss": record.training.get("train_loss", []),
         "validation_curve": record.training.get("validation_curve", []),
     }
@@ -65,9 +78,10 @@ FORMATS = {"validation": "{:.4f}", "test": "{:.4f}", "trainable": "{:,}", "train
            "train_s": "{:,.1f}", "samples_s": "{:,.1f}", "peak_memory_mb": "{:,.0f}"}
 
 
-def table(configs: list[Configuration], keys: list[str]) -> list[dict[str, Any]]:
-    """One row per configuration: its swept keys' values, n, mean ± std and the paired difference."""
-    differences = versus_best(configs)
+def table(configs: list[Configuration], versus: str) -> list[dict[str, Any]]:
+    """One row per configuration: its swept keys' values, n, mean ± std and the paired difference
+    from the reference (`versus`: "best", or a method's name)."""
+    differences = versus_reference(configs, None if versus == "best" else versus)
     rows = []
     for index, config in enumerate(configs):
         first = config.runs[0]
@@ -78,7 +92,7 @@ def table(configs: list[Configuration], keys: list[str]) -> list[dict[str, Any]]
             "model": first["model"], "method": first["method"], "dataset": first["dataset"], **config.settings,
             "status": config.status(), "n": len(config.completed), "metric": first["metric"],
             "validation": validation, "validation_std": validation_std, "test": test, "test_std": test_std,
-            "test_vs_best": differences.get(index),
+            f"test_vs_{versus}": differences.get(index),
             "trainable": None if trainable is None else round(trainable), "trainable_%": config.mean("trainable_%"),
             "train_s": config.mean("train_s"), "samples_s": config.mean("samples_s"),
             "peak_memory_mb": config.mean("peak_memory_mb"),
@@ -89,18 +103,18 @@ def table(configs: list[Configuration], keys: list[str]) -> list[dict[str, Any]]
 
 def _cell(row: dict[str, Any], column: str) -> str:
     value = row[column]
-    if value is None:
+    if value is None or value == "":
         return "–"
     if column in ("validation", "test") and row[f"{column}_std"] is not None:
         return f"{value:.4f} ± {row[f'{column}_std']:.4f}"
-    if column == "test_vs_best":
+    if column.startswith("test_vs_"):
         return f"{value.mean:+.4f} [{value.low:+.4f}, {value.high:+.4f}]"
     return FORMATS.get(column, "{}").format(value)
 
 
-def markdown(rows: list[dict[str, Any]], keys: list[str]) -> str:
+def markdown(rows: list[dict[str, Any]], keys: list[str], versus: str) -> str:
     """The configurations as a markdown table, numbers rounded for reading (the CSV keeps them whole)."""
-    columns = ["model", "method", "dataset", *keys, "status", "n", "metric", "validation", "test", "test_vs_best",
+    columns = ["model", "method", "dataset", *keys, "status", "n", "metric", "validation", "test", f"test_vs_{versus}",
                "trainable", "trainable_%", "train_s", "samples_s", "peak_memory_mb", "runs"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(row, column) for column in columns) + " |" for row in rows]
@@ -112,41 +126,81 @@ def to_csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        difference = row.get("test_vs_best")
-        writer.writerow({**row, **({"test_vs_best": difference.mean, "test_vs_best_low": difference.low,
-                                    "test_vs_best_high": difference.high} if difference else {"test_vs_best": None})})
+        cells = dict(row)
+        for key, value in row.items():
+            if key.startswith("test_vs_"):
+                cells.update({key: value.mean, f"{key}_low": value.low, f"{key}_high": value.high} if value else {key: None})
+        writer.writerow(cells)
     return buffer.getvalue()
+
+
+def runs_csv(rows: list[dict[str, Any]], keys: list[str]) -> str:
+    """One line a run, with its swept keys' values (`config.KEY`) and its seed."""
+    flat = [{**row, **{f"config.{key}": row["config"].get(key) for key in keys}} for row in rows]
+    return to_csv(flat, [*COLUMNS, *(f"config.{key}" for key in keys), "seed"])
+
+
+def output_dir(directories: list[Path], out: Path | None) -> Path:
+    """`--out`, else the one directory, else the common parent of several (not the filesystem root)."""
+    if out is not None:
+        return out
+    if len(directories) == 1:
+        return directories[0]
+    common = Path(os.path.commonpath([str(d.resolve()) for d in directories]))
+    if common == Path(common.anchor):
+        raise ValueError("the directories share no parent folder; choose where the report goes with --out DIR")
+    return common
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point of finetune-report."""
     parser = argparse.ArgumentParser(prog="finetune-report", description=__doc__.splitlines()[0])
     parser.add_argument("directories", nargs="+", type=Path, help="run, multirun or outputs directories")
-    parser.add_argument("--best", action="store_true",
-                        help="one row per model, method and data set: its configuration with the best validation mean")
+    parser.add_argument("--out", type=Path, help="where the report goes (default: the directory, or the common "
+                                                 "parent of several)")
+    parser.add_argument("--best", action="store_true", help="one row per model, method and data set: its "
+                        "configuration with the best validation mean (best.md, best.csv, best_*.png)")
+    parser.add_argument("--baseline", metavar="METHOD", help="compare every configuration with this method's "
+                        "validation-best one (default: the data set's validation-best configuration)")
     args = parser.parse_args(argv)
     missing = [str(d) for d in args.directories if not d.is_dir()]
-    if missing:
-        print(f"finetune-report: error: not a directory: {', '.join(missing)}", file=sys.stderr)
+    try:
+        if missing:
+            raise ValueError(f"not a directory: {', '.join(missing)}")
+        out = output_dir(args.directories, args.out)
+        rows, warnings = collect(args.directories, out)
+        if not rows:
+            raise ValueError(f"no results.json under {', '.join(map(str, args.directories))}")
+        if args.baseline and args.baseline not in {row["method"] for row in rows}:
+            found = ", ".join(sorted({row["method"] for row in rows if row["method"]}))
+            raise ValueError(f"--baseline: no run of method '{args.baseline}' (methods here: {found})")
+        out.mkdir(parents=True, exist_ok=True)
+    except (ValueError, OSError) as error:
+        print(f"finetune-report: error: {error}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
-    rows = collect(args.directories)
-    if not rows:
-        print(f"finetune-report: error: no results.json under {', '.join(map(str, args.directories))}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+    for warning in warnings:
+        print(f"finetune-report: warning: {warning}", file=sys.stderr)
+    print(write_report(rows, out, args.best, args.baseline or "best"))
+
+
+def write_report(rows: list[dict[str, Any]], out: Path, best: bool, versus: str) -> str:
+    """Write the tables and plots of `rows` to `out`; returns what the command prints."""
     keys = swept_keys(rows)
     configs = configurations(rows, keys)
-    summary, counted = table(configs, keys), f"{len(rows)} runs in {len(configs)} configurations"
-    if args.best:
+    summary, counted = table(configs, versus), f"{len(rows)} runs in {len(configs)} configurations"
+    name = "report"
+    if best:
         chosen = best_per_method(configs)
-        summary, configs = [summary[index] for index in chosen], [configs[index] for index in chosen]
-    text = markdown(summary, keys)
-    out = args.directories[0]
-    write_text_atomic(out / "report.md", text)
-    summary_columns = [column for column in summary[0] if column != "runs"] + ["test_vs_best_low", "test_vs_best_high", "runs"]
-    write_text_atomic(out / "report.csv", to_csv(summary, summary_columns))
-    write_text_atomic(out / "runs.csv", to_csv(rows, [*COLUMNS, *(f"config.{key}" for key in keys), "seed"]))
-    plots = write_plots(configs, out)
+        summary, configs, name = [summary[index] for index in chosen], [configs[index] for index in chosen], "best"
+    text = markdown(summary, keys, versus)
+    write_text_atomic(out / f"{name}.md", text)
+    summary_columns = [column for column in summary[0] if column != "runs"] if summary else []
+    versus_columns = [f"test_vs_{versus}_low", f"test_vs_{versus}_high"]
+    write_text_atomic(out / f"{name}.csv", to_csv(summary, [*summary_columns, *versus_columns, "runs"]))
+    write_text_atomic(out / "runs.csv", runs_csv(rows, keys))
+    plots = write_plots(configs, out, prefix="best_" if best else "")
     swept = f"; swept: {', '.join(keys)}" if keys else ""
-    best = "; each method's validation-best shown" if args.best else ""
-    print(text + f"\n{counted}{swept}{best}; wrote {out / 'report.md'}, "
-          f"{out / 'report.csv'}, {out / 'runs.csv'}" + "".join(f", {path.name}" for path in plots))
+    shown = "; each method's validation-best shown" if best else ""
+    reference = "" if versus == "best" else f"; compared with {versus}"
+    return (text + f"\n{counted}{swept}{shown}{reference}; wrote {out / f'{name}.md'}, {out / f'{name}.csv'}, "
+            f"{out / 'runs.csv'}" + "".join(f", {path.name}" for path in plots))

@@ -117,30 +117,54 @@ def best_per_method(configs: list[Configuration]) -> list[int]:
 
 @dataclass(frozen=True)
 class PairedDifference:
-    mean: float  # test metric of this configuration minus the best one's, averaged over shared seeds
+    mean: float  # test metric of this configuration minus the reference's, averaged over shared seeds
     low: float  # 95% confidence interval (t distribution over the paired differences)
     high: float
     seeds: int
 
 
-def versus_best(configs: list[Configuration]) -> dict[int, PairedDifference]:
-    """For each configuration (by index), its test difference from its data set's best configuration
-    (best validation mean), paired by seed; only where at least two seeds are shared."""
+def reference_configurations(configs: list[Configuration], method: str | None) -> dict[tuple[str, str], int]:
+    """(model, data set) -> index of the configuration the others there are compared with.
+
+    Without `method`: the data set's best configuration by validation mean, whatever its model.
+    With `method`: that method's validation-best configuration on the same model, else (a baseline
+    that ran under another model's name, such as svm_tfidf) on the same data set.
+    """
+    scored = [i for i, config in enumerate(configs) if config.spread("validation")[0] is not None]
+
+    def best(candidates: list[int]) -> int | None:
+        return max(candidates, key=lambda i: configs[i].spread("validation")[0]) if candidates else None
+
+    references: dict[tuple[str, str], int] = {}
+    for index in scored:
+        model, dataset = configs[index].runs[0]["model"], configs[index].runs[0]["dataset"]
+        same_data = [i for i in scored if configs[i].runs[0]["dataset"] == dataset]
+        if method is None:
+            chosen = best(same_data)
+        else:
+            of_method = [i for i in same_data if configs[i].runs[0]["method"] == method]
+            chosen = best([i for i in of_method if configs[i].runs[0]["model"] == model])
+            if chosen is None:
+                chosen = best(of_method)
+        if chosen is not None:
+            references[(model, dataset)] = chosen
+    return references
+
+
+def versus_reference(configs: list[Configuration], method: str | None = None) -> dict[int, PairedDifference]:
+    """For each configuration (by index), its test difference from its reference configuration
+    (`reference_configurations`), paired by seed; only where at least two seeds are shared."""
     compared: dict[int, PairedDifference] = {}
-    datasets = {config.runs[0]["dataset"] for config in configs}
-    for dataset in datasets:
-        candidates = [i for i, config in enumerate(configs)
-                      if config.runs[0]["dataset"] == dataset and config.spread("validation")[0] is not None]
-        if not candidates:
-            continue
-        best = max(candidates, key=lambda i: configs[i].spread("validation")[0])
-        best_scores = configs[best].scores("test")
-        for i in candidates:
-            scores = configs[i].scores("test")
-            shared = sorted(set(scores) & set(best_scores))
-            if i == best or len(shared) < 2:
+    for (model, dataset), reference in reference_configurations(configs, method).items():
+        reference_scores = configs[reference].scores("test")
+        for i, config in enumerate(configs):
+            if i == reference or (config.runs[0]["model"], config.runs[0]["dataset"]) != (model, dataset):
                 continue
-            differences = [scores[seed] - best_scores[seed] for seed in shared]
+            scores = config.scores("test")
+            shared = sorted(set(scores) & set(reference_scores))
+            if len(shared) < 2:
+                continue
+            differences = [scores[seed] - reference_scores[seed] for seed in shared]
             mean, deviation = statistics.fmean(differences), statistics.stdev(differences)
             half = stats.t.ppf(0.975, len(shared) - 1) * deviation / math.sqrt(len(shared))
             compared[i] = PairedDifference(mean, mean - half, mean + half, len(shared))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 
 import pytest
@@ -27,7 +28,7 @@ def sweep(tmp_path):
 
 
 def test_rows_carry_the_numbers_of_each_results_file(sweep):
-    failed, lora = collect([sweep])
+    (failed, lora), _ = collect([sweep])
     assert (failed["method"], failed["status"], failed["test"]) == ("full", "failed", None)
     assert lora["validation"] == 0.81 and lora["test"] == 0.8
     assert lora["trainable"] == 50 and lora["trainable_%"] == pytest.approx(5.0)
@@ -167,3 +168,119 @@ def test_best_keeps_each_methods_validation_best_configuration(seeded_study, cap
     table = [line for line in printed.splitlines() if line.startswith("| minilm")]
     assert len(table) == 2  # full, and lora at 5e-4 (validation 0.8533 beats 0.8233 at 1e-4)
     assert "| minilm | lora | rt | 0.0005 |" in table[1]
+
+
+def test_runs_csv_holds_each_runs_value_of_the_swept_keys(seeded_study):
+    main([str(seeded_study)])
+    runs = list(csv.DictReader((seeded_study / "runs.csv").open()))
+    assert sorted({row["config.train.lr"] for row in runs}) == ["0.0001", "0.0005", "5e-05"]
+    assert {row["seed"] for row in runs} == {"1", "2", "3"}
+
+
+def test_an_unreadable_results_file_costs_one_row_and_one_warning(seeded_study, capsys):
+    broken = seeded_study / "99_broken"
+    broken.mkdir()
+    (broken / "results.json").write_text('{"status": "compl')  # a copy cut short
+    main([str(seeded_study)])
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "99_broken/results.json: cannot be read" in warnings[0]
+    assert "| unreadable | 0 |" in captured.out and "10 runs in 4 configurations" in captured.out
+
+
+def test_best_writes_beside_the_full_report_and_keeps_it(seeded_study, capsys):
+    main([str(seeded_study)])
+    full = {name: (seeded_study / name).read_bytes() for name in ("report.md", "report.csv", "rt_model_x_method.png")}
+    main([str(seeded_study), "--best"])
+    assert {name: (seeded_study / name).read_bytes() for name in full} == full
+    assert len((seeded_study / "best.md").read_text().splitlines()) == 4  # header, rule, full, lora
+    assert (seeded_study / "best_rt_model_x_method.png").is_file()
+
+
+def test_several_directories_report_to_their_common_parent_or_to_out(tmp_path, capsys):
+    study_run(tmp_path / "sweeps" / "a" / "0_lora", "lora", 5e-4, 1, 0.8, 0.8)
+    study_run(tmp_path / "sweeps" / "b" / "0_full", "full", 5e-5, 1, 0.85, 0.85)
+    main([str(tmp_path / "sweeps" / "a"), str(tmp_path / "sweeps" / "b")])
+    runs = list(csv.DictReader((tmp_path / "sweeps" / "runs.csv").open()))
+    assert sorted(row["run"] for row in runs) == ["a/0_lora", "b/0_full"]  # paths from the report's folder
+    assert not (tmp_path / "sweeps" / "a" / "report.md").exists()
+    main([str(tmp_path / "sweeps" / "a"), str(tmp_path / "sweeps" / "b"), "--out", str(tmp_path / "report")])
+    assert (tmp_path / "report" / "report.md").is_file()
+
+
+def test_baseline_compares_every_configuration_with_that_method(seeded_study, capsys):
+    main([str(seeded_study), "--baseline", "lora"])
+    printed = capsys.readouterr().out
+    assert "test_vs_lora" in printed.splitlines()[0] and "compared with lora" in printed
+    rows = {(row["method"], row["train.lr"]): row for row in csv.DictReader((seeded_study / "report.csv").open())}
+    # lora's validation-best is lr 5e-4 (tests 0.83, 0.85, 0.85); full scored 0.84, 0.85, 0.86
+    assert float(rows["full", "5e-05"]["test_vs_lora"]) == pytest.approx(0.0066667, abs=1e-6)
+    assert rows["lora", "0.0005"]["test_vs_lora"] == ""
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(seeded_study), "--baseline", "ia3"])
+    assert exit_info.value.code == 2 and "no run of method 'ia3' (methods here: full, lora)" in capsys.readouterr().err
+
+
+@pytest.fixture
+def grid_configs(tmp_path):
+    """Two models x two methods, lora at three learning rates close in score: labels that would collide."""
+    from finetune.report import collect
+    from finetune.studies import configurations, swept_keys
+
+    for model_index, model in enumerate(("bert", "minilm")):
+        for index, (method, lr, test) in enumerate((("full", 5e-5, 0.84), ("lora", 1e-4, 0.83), ("lora", 5e-4, 0.832),
+                                                    ("lora", 1e-3, 0.834))):
+            for seed in (1, 2):
+                directory = tmp_path / f"{model}{index}{seed}"
+                study_run(directory, method, lr, seed, validation=test + 0.001 * seed, test=test + 0.002 * seed)
+                record = json.loads((directory / "results.json").read_text())
+                record.update(model=model, label_names=["neg", "pos"])
+                record["config"]["model"]["name"] = model
+                (directory / "results.json").write_text(json.dumps(record))
+    rows, _ = collect([tmp_path])
+    return configurations(rows, swept_keys(rows))
+
+
+def test_the_heat_map_scale_runs_from_chance_to_one_and_names_each_cells_winner(grid_configs):
+    from finetune.plots import heat_map_figure
+
+    figure = heat_map_figure(grid_configs)
+    norm = figure.axes[0].images[0].norm
+    assert (norm.vmin, norm.vmax) == (0.5, 1.0)  # two classes: chance is 0.5
+    texts = [text.get_text() for text in figure.axes[0].texts]
+    assert any("lr=0.001" in text for text in texts)  # lora's winning setting, by validation
+    figure.savefig(io.BytesIO())  # the colour bar's label fits the figure
+    bar = figure.axes[1]
+    renderer = figure.canvas.get_renderer()
+    assert figure.bbox.contains(*bar.yaxis.label.get_window_extent(renderer).p1)
+
+
+def test_point_labels_name_the_settings_only_and_never_overlap(grid_configs):
+    from matplotlib.text import Text
+
+    from finetune.plots import method_colours, quality_figure
+
+    colours = method_colours(["full", "lora"])
+    figure = quality_figure(grid_configs, "train_s", "training time", colours)
+    figure.canvas.draw()
+    labels = [text for text in figure.axes[0].texts]
+    assert sorted(text.get_text() for text in labels) == ["lr=0.0001", "lr=0.0001", "lr=0.0005", "lr=0.0005",
+                                                        "lr=0.001", "lr=0.001"]  # the marker tells the model
+    boxes = [Text.get_window_extent(text) for text in labels]  # the text alone, not the line to its point
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert any(line.get_linestyle() == "--" and set(line.get_ydata()) == {0.5} for line in figure.axes[0].lines)
+
+
+def test_learning_curves_keep_each_methods_colour_with_a_legend_and_seed_bands(grid_configs):
+    from matplotlib.collections import PolyCollection
+
+    from finetune.plots import learning_curves_figure, method_colours
+
+    colours = method_colours(["full", "lora"])
+    figure = learning_curves_figure(grid_configs, colours)
+    loss_axes, metric_axes = figure.axes
+    assert len(figure.legends[0].get_texts()) == len(grid_configs) + 1  # every configuration, and chance
+    for axes in (loss_axes, metric_axes):
+        assert sum(isinstance(c, PolyCollection) for c in axes.collections) == len(grid_configs)  # two seeds each
+        assert {line.get_color() for line in axes.lines if line.get_label().endswith("full lr=5e-05")} \
+            == {colours["full"]}
