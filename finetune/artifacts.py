@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import logging
 import platform
 import time
 from dataclasses import asdict
@@ -19,11 +19,13 @@ from transformers import PreTrainedTokenizerBase, ProcessorMixin
 
 from finetune.errors import UserError
 from finetune.files import write_json_atomic
-from finetune.record import Outcome
+from finetune.record import Outcome, RunRecord
 from finetune.schema import Run
 
 HPARAM_TRAIN_KEYS = ("lr", "epochs", "batch_size", "grad_accum", "seed", "weight_decay", "warmup_ratio")
 HPARAM_DATA_KEYS = ("max_train_samples", "max_eval_samples", "max_source_length")
+log = logging.getLogger(__name__)
+
 LIBRARIES = ("finetune", "torch", "transformers", "peft", "datasets", "accelerate", "hydra-core")
 
 
@@ -45,18 +47,11 @@ class ResultsFile:
 
     def __init__(self, run: Run, write: bool = True) -> None:
         self.path, self.write = Path(run.output_dir) / "results.json", write
-        self.record: dict[str, Any] = {
-            "status": "running",
-            "model": run.model.name,
-            "method": run.method.name,
-            "dataset": run.dataset.name,
-            "task": run.dataset.task,
-            "overrides": list(run.overrides),
-            "config_hash": run.config_hash(),
-            "config": asdict(run),
-            "versions": library_versions(),
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
+        self.record: dict[str, Any] = asdict(RunRecord(
+            status="running", model=run.model.name, method=run.method.name, dataset=run.dataset.name,
+            task=run.dataset.task, overrides=list(run.overrides), config_hash=run.config_hash(), config=asdict(run),
+            versions=library_versions(), started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        ))  # every field, empty until the run reaches it
         if not write:
             return
         try:
@@ -70,15 +65,21 @@ class ResultsFile:
         return self._finish("completed", asdict(outcome))
 
     def fail(self, error: BaseException) -> dict[str, Any]:
-        return self._finish("failed", {"error": f"{type(error).__name__}: {error}"})
+        return self._finish("failed", {"error": f"{type(error).__name__}: {error}"}, must_write=False)
 
     def interrupt(self, error: BaseException) -> dict[str, Any]:
-        return self._finish("interrupted", {"error": str(error)})
+        return self._finish("interrupted", {"error": str(error)}, must_write=False)
 
-    def _finish(self, status: str, fields: dict[str, Any]) -> dict[str, Any]:
+    def _finish(self, status: str, fields: dict[str, Any], must_write: bool = True) -> dict[str, Any]:
+        """Record the end; a run that is already failing (a full disk) keeps its own error if this write fails."""
         self.record.update(fields, status=status, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         if self.write:
-            write_json_atomic(self.path, self.record)
+            try:
+                write_json_atomic(self.path, self.record)
+            except OSError as error:
+                if must_write:
+                    raise
+                log.warning("%s could not be updated to '%s' (%s)", self.path, status, error.strerror)
         return self.record
 
 
@@ -112,12 +113,12 @@ class Tracker:
         # The session's hparams and status only, not SummaryWriter.add_hparams' per-run experiment
         # record: without one, TensorBoard builds the experiment from every run's session, marks the
         # keys whose values differ (a sweep's swept keys) and shows those first.
+        # Written into the run's own event files, so that TensorBoard lists each run once.
         _experiment, session_start, session_end = hparams_summaries(kept, results)
-        with SummaryWriter(log_dir=os.path.join(self.writer.get_logdir(), "hparams")) as session:
-            session.file_writer.add_summary(session_start)
-            session.file_writer.add_summary(session_end)
-            for name, value in results.items():
-                session.add_scalar(name, value)
+        self.writer.file_writer.add_summary(session_start)
+        self.writer.file_writer.add_summary(session_end)
+        for name, value in results.items():
+            self.writer.add_scalar(name, value)
 
     def text(self, tag: str, markdown: str, step: int) -> None:
         if self.writer is not None:

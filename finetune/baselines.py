@@ -21,7 +21,6 @@ import torch
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.svm import LinearSVC
-from tqdm.auto import tqdm
 
 from finetune.batching import sorted_batches
 from finetune.feature_cache import cache_root, cached_array, library_versions, token_ids_digest, weights_digest
@@ -30,6 +29,7 @@ from finetune.models import load_encoder, load_tokenizer
 from finetune.schema import Run
 from finetune.tasks import Task
 from finetune.tasks.columns import LabelledSplits
+from finetune.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def _pooled(encoder: torch.nn.Module, tokenizer, encoded: list[list[int]], pooli
             device: torch.device) -> np.ndarray:
     """One pooled vector per row of token ids, batched by length."""
     pooled: list[np.ndarray] = [np.empty(0)] * len(encoded)
-    for rows in tqdm(sorted_batches([len(ids) for ids in encoded], batch_size), desc="embed", unit="batch", leave=False):
+    for rows in progress(sorted_batches([len(ids) for ids in encoded], batch_size), desc="embed", unit="batches", leave=False):
         batch = tokenizer.pad({"input_ids": [encoded[row] for row in rows]}, return_tensors="pt").to(device)
         with torch.no_grad():
             states = encoder(**batch).last_hidden_state.float()

@@ -16,13 +16,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from finetune.errors import EXIT_BAD_INPUT, USER_ERRORS, AlreadyComplete, Escalated, Interrupted, RunError, one_line
+from finetune.errors import (EXIT_BAD_INPUT, USER_ERRORS, AlreadyComplete, Escalated, Interrupted, RunDirInUse,
+                             RunError, one_line)
 from finetune.logs import quiet_libraries
 from finetune.placement import placed_on_gpu
 from finetune.record import RunRecord
 from finetune.rundir import Plan, RunLock, clear_run_dir, is_main_process, plan_run_dir
 from finetune.schema import Run, build_run, register_configs
-from finetune.sweeps import failed_jobs, mark_job, record_failure
+from finetune.sweeps import ELSEWHERE, announce_job, failed_jobs, mark_job, record_failure
 
 log = logging.getLogger(__name__)
 logging.getLogger("alembic").setLevel(logging.WARNING)  # optuna's storage layer lists its plugins at import
@@ -92,36 +93,42 @@ def run_job(config: DictConfig) -> float | None:
     hydra_config = HydraConfig.get()
     if hydra_config.mode != RunMode.MULTIRUN:
         try:
-            return _job(config)
+            return _job(config)[0]
         except (*USER_ERRORS, RunError) as error:
             raise Escalated(error) from error
     _sweep_started.set()
+    sweep_dir, run_dir, number = Path(hydra_config.sweep.dir), Path(hydra_config.runtime.output_dir), hydra_config.job.num
+    announce_job(number, run_dir)
     try:  # parallel jobs (joblib launcher) share the GPUs through lock files in the sweep dir
-        return _job(config, Path(hydra_config.sweep.dir) / ".gpu_slots", hydra_config.job.num)
+        score, outcome = _job(config, sweep_dir / ".gpu_slots", number)
+        mark_job(sweep_dir, run_dir, outcome)
+        return score
+    except RunDirInUse as error:  # another process trains this job; the summary waits for it
+        mark_job(sweep_dir, run_dir, ELSEWHERE)
+        print(f"finetune: job {number}: {one_line(error)}; counted when that process finishes it", file=sys.stderr)
+        return None
     except Exception as error:  # one failed job must not stop the sweep; its results.json says why
-        record_failure(Path(hydra_config.sweep.dir), Path(hydra_config.runtime.output_dir),
-                       list(hydra_config.overrides.task), error)
-        log.error("Job %s failed", hydra_config.job.num, exc_info=not isinstance(error, (*USER_ERRORS, RunError)))
-        print(f"finetune: job {hydra_config.job.num} failed: {one_line(error)}", file=sys.stderr)
+        record_failure(sweep_dir, run_dir, config, error)
+        log.error("Job %s failed", number, exc_info=not isinstance(error, (*USER_ERRORS, RunError)))
+        print(f"finetune: job {number} failed: {one_line(error)}", file=sys.stderr)
         return None
 
 
-def _job(config: DictConfig, gpu_slots: Path | None = None, job_number: int = 0) -> float:
-    """One run; its validation main metric is the value Hydra sweepers (Optuna) optimise."""
+def _job(config: DictConfig, gpu_slots: Path | None = None, job_number: int = 0) -> tuple[float | None, str]:
+    """One run: its validation main metric, the value Hydra sweepers (Optuna) optimise, and whether
+    it was `completed` now or `skipped` (completed before)."""
     run = build_run(config)
     run_dir = Path(run.output_dir)
     if not is_main_process():  # the main process owns the run dir; this one follows its lead
-        return _train(run, gpu_slots, job_number)
-    state = plan_run_dir(run)
+        return _train(run, gpu_slots, job_number), "completed"
+    state = plan_run_dir(run, in_sweep=HydraConfig.get().mode == RunMode.MULTIRUN)
     if state.plan is Plan.COMPLETE:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            mark_job(Path(HydraConfig.get().sweep.dir), run_dir, "skipped")
         print(completed_message(state.record, run_dir))
-        return state.record.score("validation")
+        return state.record.score("validation"), "skipped"
     with RunLock(run_dir):
         if state.plan is Plan.RESTART:
             clear_run_dir(run_dir)
-        return _train(run, gpu_slots, job_number)
+        return _train(run, gpu_slots, job_number), "completed"
 
 
 def _train(run: Run, gpu_slots: Path | None, job_number: int) -> float:
@@ -143,8 +150,21 @@ def completed_message(record: RunRecord, run_dir: Path) -> str:
 def main() -> None:
     """Console entry point: one line and exit code 2 for bad input, unless HYDRA_FULL_ERROR=1."""
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `finetune --help | head` ends quietly, as other tools do
-    wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    previous = os.environ.get("HYDRA_FULL_ERROR")
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's exit(1)
+    _job_started.clear()
+    _sweep_started.clear()
+    try:
+        _run(wants_traceback=previous == "1")
+    finally:  # as it was: tests and notebooks call main() more than once in one process
+        if previous is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = previous
+
+
+def _run(wants_traceback: bool) -> None:
+    """`main` once HYDRA_FULL_ERROR is set: each kind of error to its line and exit code."""
     try:
         _app()
     except AlreadyComplete as done:
@@ -173,7 +193,10 @@ def main() -> None:
         sys.exit(EXIT_BAD_INPUT)
     except Interrupted as error:
         print(f"finetune: interrupted: {error}", file=sys.stderr)
-        sys.exit(143)  # 128 + SIGTERM, as if the signal had ended the process
+        sys.exit(error.exit_code)  # 128 + the signal's number, as if the signal had ended the process
+    except KeyboardInterrupt:  # Ctrl-C before a run started: nothing to keep
+        print("finetune: interrupted: stopped by SIGINT before the run started", file=sys.stderr)
+        sys.exit(130)
     if failed_jobs:
         sys.exit(1)
 

@@ -16,7 +16,7 @@ from datasets import Dataset, DatasetDict
 from finetune.errors import UserError
 from finetune.schema import DatasetSpec
 from finetune.tasks import task_kind
-from finetune.tasks.columns import LabelledSplits
+from finetune.tasks.columns import LabelledSplits, SplitSource
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parqu
 
 def load_splits(spec: DatasetSpec, seed: int) -> LabelledSplits:
     """Load train/validation/test as `spec` says; carve validation from train when missing."""
-    raw = _load_local(spec) if spec.path else _load_hub(spec)
+    raw, sources = _load_local(spec) if spec.path else _load_hub(spec)
     wanted = {"train": spec.train_split, "validation": spec.validation_split, "test": spec.test_split}
     splits: dict[str, Dataset] = {}
     for role, split_name in wanted.items():
@@ -36,14 +36,16 @@ def load_splits(spec: DatasetSpec, seed: int) -> LabelledSplits:
                 raise UserError(f"dataset: no '{split_name}' split in {_where(spec)} (found: {', '.join(raw) or 'none'})")
             log.info("No '%s' split in %s", split_name, _where(spec))
             continue
-        splits[role] = _checked_columns(raw[split_name], spec, split_name)
+        splits[role] = _checked_columns(raw[split_name], spec, sources[split_name])
     if "validation" not in splits:
         carved = splits["train"].train_test_split(test_size=spec.validation_fraction, seed=seed)
         splits["train"], splits["validation"] = carved["train"], carved["test"]
         log.info("Validation: %d rows carved from train (seed %d)", len(splits["validation"]), seed)
-    limits = {"train": spec.max_train_samples, "validation": spec.max_eval_samples, "test": spec.max_eval_samples}
-    splits = {role: _subset(splits[role], limit, seed) for role, limit in limits.items() if role in splits}
-    return task_kind(spec.task).labelled(splits, spec)
+    labelled = task_kind(spec.task).labelled(splits, spec)  # the whole train split names the classes
+    limits = {"train": ("max_train_samples", spec.max_train_samples), "validation": ("max_eval_samples", spec.max_eval_samples),
+              "test": ("max_eval_samples", spec.max_eval_samples)}
+    subsets = {role: _subset(split, role, *limits[role], seed) for role, split in labelled.splits.items()}
+    return LabelledSplits(subsets, labelled.label_names)
 
 
 def _where(spec: DatasetSpec) -> str:
@@ -59,13 +61,17 @@ def find_split_file(directory: Path, split: str) -> Path | None:
     return None
 
 
-def _load_local(spec: DatasetSpec) -> dict[str, Dataset]:
+Splits = dict[str, Dataset]
+Sources = dict[str, SplitSource]
+
+
+def _load_local(spec: DatasetSpec) -> tuple[Splits, Sources]:
     directory = Path(spec.path).expanduser()
     if not directory.is_dir():
-        raise UserError(f"dataset.path: '{directory}' is not a directory")
+        raise UserError(f"dataset.path: '{directory}' " + ("does not exist" if not directory.exists() else "is not a directory"))
     own_layout = task_kind(spec.task).read_local(directory, spec)
     if own_layout is not None:
-        return own_layout
+        return own_layout, {name: SplitSource(name, directory / name) for name in own_layout}
     names = {spec.train_split, spec.validation_split, spec.test_split} - {None}
     files = {name: find_split_file(directory, name) for name in names}
     found = {name: path for name, path in files.items() if path is not None}
@@ -73,20 +79,25 @@ def _load_local(spec: DatasetSpec) -> dict[str, Dataset]:
         raise UserError(
             f"dataset.path: no {spec.train_split}.jsonl, .json, .csv or .parquet (optionally .gz) in '{directory}'"
         )
-    return {name: _read_file(path, name, spec.encoding) for name, path in found.items()}
+    return ({name: _read_file(path, name, spec) for name, path in found.items()},
+            {name: SplitSource(name, path) for name, path in found.items()})
 
 
-def _read_file(path: Path, split: str, encoding: str) -> Dataset:
+def _read_file(path: Path, split: str, spec: DatasetSpec) -> Dataset:
     suffix = path.suffixes[-2] if path.suffix == ".gz" else path.suffix
     if path.stat().st_size == 0:
         raise UserError(f"{path}: the file is empty")
-    text_options = {}
+    options: dict[str, str] = {}
     if BUILDERS[suffix] != "parquet":
-        _check_encoding(path, encoding)
-        text_options = {"encoding": encoding}
+        _check_encoding(path, spec.encoding)
+        options = {"encoding": spec.encoding}
+    if BUILDERS[suffix] == "csv":
+        if _data_lines(path, spec.encoding) <= 1:
+            raise UserError(f"{path}: no rows (a header at most)")
+        options["sep"] = spec.delimiter
     try:
         with _datasets_silent():  # its builders log the parse error we are about to report in one line
-            dataset = datasets.load_dataset(BUILDERS[suffix], data_files={split: str(path)}, split=split, **text_options)
+            dataset = datasets.load_dataset(BUILDERS[suffix], data_files={split: str(path)}, split=split, **options)
     except Exception as error:  # the builders raise many types for unreadable files
         detail = str(error.__cause__ or error).strip().splitlines()
         reason = _bad_json_line(path) if suffix == ".jsonl" else None
@@ -94,7 +105,41 @@ def _read_file(path: Path, split: str, encoding: str) -> Dataset:
                         f"({detail[0] if detail else type(error).__name__})") from error
     if len(dataset) == 0:
         raise UserError(f"{path}: no rows")
+    if BUILDERS[suffix] == "csv" and len(dataset.column_names) == 1:
+        _hint_delimiter(path, dataset.column_names[0], spec.delimiter)
     return dataset
+
+
+OTHER_DELIMITERS = {";": ";", "\t": "\t", "|": "|"}  # what a CSV may be separated by, as dataset.delimiter spells it
+
+
+def _hint_delimiter(path: Path, header: str, delimiter: str) -> None:
+    """A one-column CSV whose header holds another separator was read with the wrong one."""
+    for found, spelled in OTHER_DELIMITERS.items():
+        if found != delimiter and found in header:
+            raise UserError(f"{path}: read as one column '{header}' with dataset.delimiter={delimiter!r}; it looks "
+                            f"separated by {spelled!r}: set dataset.delimiter='{spelled}'")
+
+
+def _open(path: Path):
+    """The file's bytes, through gzip for .gz; a .gz that is not gzip is a one-line error."""
+    if path.suffix != ".gz":
+        return open(path, "rb")
+    with open(path, "rb") as handle:
+        if handle.read(2) != b"\x1f\x8b":
+            raise UserError(f"{path}: not a gzip file; compress it with gzip, or drop the .gz from its name")
+    return gzip.open(path, "rb")
+
+
+def _data_lines(path: Path, encoding: str) -> int:
+    """Non-empty lines, up to 2 (enough to tell a header-only file)."""
+    count = 0
+    with _open(path) as handle:
+        for line in handle:
+            count += bool(line.strip())
+            if count > 1:
+                break
+    return count
 
 
 @contextmanager
@@ -109,8 +154,7 @@ def _datasets_silent() -> Iterator[None]:
 
 def _check_encoding(path: Path, encoding: str) -> None:
     """Refuse a text file that does not decode, naming the line: pyarrow would only fail on first use."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
+    with _open(path) as handle:
         for number, line in enumerate(handle, start=1):
             try:
                 line.decode(encoding)
@@ -122,9 +166,9 @@ def _check_encoding(path: Path, encoding: str) -> None:
 
 def _bad_json_line(path: Path) -> str | None:
     """The first line of a JSON-lines file that is not a JSON object, as 'line N is ...'."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
+    with _open(path) as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = raw.decode("utf-8", errors="replace")
             if not line.strip():
                 continue
             try:
@@ -135,7 +179,7 @@ def _bad_json_line(path: Path) -> str | None:
     return None
 
 
-def _load_hub(spec: DatasetSpec) -> DatasetDict:
+def _load_hub(spec: DatasetSpec) -> tuple[DatasetDict, Sources]:
     try:
         loaded = datasets.load_dataset(spec.hub_id, spec.hub_config)
     except Exception as error:  # network, missing data set, missing config: all reach the user
@@ -143,21 +187,29 @@ def _load_hub(spec: DatasetSpec) -> DatasetDict:
             f"dataset.hub_id: could not load '{spec.hub_id}' from the Hugging Face Hub "
             f"({type(error).__name__}); offline? point dataset.path at local files"
         ) from error
-    return loaded.rename_columns(dict(spec.hub_renames)) if spec.hub_renames else loaded
+    loaded = loaded.rename_columns(dict(spec.hub_renames)) if spec.hub_renames else loaded
+    return loaded, {name: SplitSource(name, hub_id=spec.hub_id) for name in loaded}
 
 
-def _checked_columns(dataset: Dataset, spec: DatasetSpec, split: str) -> Dataset:
+def _checked_columns(dataset: Dataset, spec: DatasetSpec, source: SplitSource) -> Dataset:
     """The split reduced to `text` (the input: a text, or an image) and `raw_label` (the column the task
     kind reads its targets from)."""
     kind = task_kind(spec.task)
-    dataset, input_column = kind.input_column(dataset, spec, split)
-    dataset, target_column = kind.target_column(dataset, spec, split)
+    dataset, input_column = kind.input_column(dataset, spec, source)
+    dataset, target_column = kind.target_column(dataset, spec, source)
     dataset = dataset.select_columns([input_column, target_column])
     return dataset.rename_columns({input_column: "text", target_column: "raw_label"})
 
 
-def _subset(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
-    # shuffled before cutting: files are often sorted by label
-    if limit is None or limit >= len(dataset):
+SUBSET_STREAMS = {"train": 0, "validation": 1, "test": 2}  # one random order a split, so that no two draw the same rows
+
+
+def _subset(dataset: Dataset, role: str, key: str, limit: int | None, seed: int) -> Dataset:
+    """A seeded random `limit` rows (files are often sorted by label); each split draws its own order."""
+    if limit is None:
         return dataset
-    return dataset.shuffle(seed=seed).select(range(limit))
+    if limit >= len(dataset):
+        if limit > len(dataset):
+            log.warning("dataset.%s=%d is more than the %d rows of %s; all of them are used", key, limit, len(dataset), role)
+        return dataset
+    return dataset.shuffle(seed=seed + SUBSET_STREAMS[role]).select(range(limit))

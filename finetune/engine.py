@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -16,15 +15,16 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from finetune.artifacts import Tracker
 from finetune.batching import LengthGroupedBatches
 from finetune.checkpoint import BestCheckpoint, Checkpoints, LoopState
-from finetune.errors import Interrupted, RunError, UserError
+from finetune.errors import RunError, UserError
 from finetune.methods import Method
+from finetune.progress import progress
 from finetune.schema import TrainSpec
+from finetune.signals import StopSignals
 from finetune.tasks import Task
 from finetune.tasks.generation import IGNORE
 
@@ -67,8 +67,8 @@ def evaluate(model: nn.Module, loader: DataLoader, task: Task, accelerator: Acce
     model.eval()
     predictions, references, losses = [], [], []
     with torch.no_grad(), method.evaluation(model) if method else nullcontext():
-        for batch in tqdm(loader, desc="evaluate", unit="batch", leave=False,
-                          disable=not accelerator.is_local_main_process):
+        for batch in progress(loader, desc="evaluate", unit="batches", leave=False,
+                              disable=not accelerator.is_local_main_process):
             output = task.evaluate_batch(model, batch)
             # the batch's mean loss once per row, so that gathering drops the rows Accelerate repeated
             # to even out the last batch across processes, as it does for the predictions
@@ -114,7 +114,7 @@ class Trainer:
     tracker: Tracker
     checkpoints: Checkpoints
     best: BestCheckpoint
-    stop: threading.Event  # set by the SIGTERM handler
+    stop: StopSignals  # set by SIGTERM or SIGINT while the loop runs
     skipped_batches: int = 0  # batches whose loss was not finite, with train.skip_nonfinite
     optimizer: torch.optim.Optimizer = field(init=False)  # built and prepared by fit
     scheduler: torch.optim.lr_scheduler.LRScheduler = field(init=False)
@@ -133,15 +133,18 @@ class Trainer:
         log.info("Training: %d epoch(s), %d optimizer steps of %d samples", epochs, total_steps,
                  self.train.batch_size * self.train.grad_accum)
 
-        progress = tqdm(total=total_steps, initial=state.step, desc="train", unit="step",
-                        disable=not self.accelerator.is_local_main_process)
-        while state.epoch < epochs and not state.stopped_early:
-            if state.step >= total_steps and state.batches_done == 0:
-                break  # the last step is done and its epoch evaluated
-            if state.step < total_steps:  # else: resumed after the last step, before its evaluation
-                self._train_epoch(state, total_steps, progress)
-            self._end_epoch(state)
-        progress.close()
+        bar = progress(total=total_steps, initial=state.step, desc="train", unit="steps",
+                       disable=not self.accelerator.is_local_main_process)
+        with self.stop.in_loop():
+            while state.epoch < epochs and not state.stopped_early:
+                if state.step >= total_steps and state.batches_done == 0:
+                    break  # the last step is done and its epoch evaluated
+                if state.step < total_steps:  # else: resumed after the last step, before its evaluation
+                    self._train_epoch(state, total_steps, bar)
+                self._end_epoch(state)
+                if self._stop_requested(True):  # a signal during the evaluation: its checkpoint is saved
+                    raise self.stop.interrupted(f"after epoch {state.epoch}; checkpoint saved")
+        bar.close()
         seconds = max(state.train_seconds, 1e-9)
         return FitSummary(
             epochs_run=state.epoch, optimizer_steps=state.step, best_epoch=state.best_epoch,
@@ -162,7 +165,7 @@ class Trainer:
         log.info("Resuming from %s: epoch %d, step %d", resume_from, state.epoch + 1, state.step)
         return state
 
-    def _train_epoch(self, state: LoopState, total_steps: int, progress: tqdm) -> None:
+    def _train_epoch(self, state: LoopState, total_steps: int, bar: Any) -> None:
         # Accelerate's loader gives its sampler its own count of iterations as the epoch whenever it is
         # iterated, and a resumed run's count starts again at 0: the loader is told the epoch too
         self.train_loader.set_epoch(state.epoch)
@@ -189,24 +192,24 @@ class Trainer:
             state.step += 1
             now = time.perf_counter()
             state.train_seconds, last = state.train_seconds + now - last, now
-            progress.update()
+            bar.update()
             at_log = state.step % self.train.log_every_steps == 0
             at_save = bool(self.train.save_every_steps) and state.step % self.train.save_every_steps == 0
             stopping = self._stop_requested(at_log or at_save)
             if at_log or at_save or stopping:
                 self._check_finite(first_bad_step)
             if at_log:
-                self._log_train(state, window_loss.item() / window_batches, progress)
+                self._log_train(state, window_loss.item() / window_batches, bar)
                 window_loss, window_batches = torch.zeros((), device=device), 0
             if at_save or stopping:
                 self._save(state)
             if stopping:
-                raise Interrupted(f"stopped by SIGTERM at step {state.step}; checkpoint saved, the same command resumes")
+                raise self.stop.interrupted(f"at step {state.step}; checkpoint saved")
             if state.step >= total_steps:
                 break
         self._check_finite(first_bad_step)
         if window_batches:  # the steps since the last log point: every run's curve reaches its last step
-            self._log_train(state, window_loss.item() / window_batches, progress)
+            self._log_train(state, window_loss.item() / window_batches, bar)
         state.tokens += int(self.accelerator.reduce(tokens, "sum").item())
 
     def _step(self, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
@@ -255,12 +258,12 @@ class Trainer:
             raise RunError(f"the training loss became NaN or infinite at step {bad}; {kept}; "
                            "try a lower train.lr or train.max_grad_norm")
 
-    def _log_train(self, state: LoopState, mean_loss: float, progress: tqdm) -> None:
+    def _log_train(self, state: LoopState, mean_loss: float, bar: Any) -> None:
         rate = state.samples / state.train_seconds
         state.train_loss.append([state.step, mean_loss])
         self.tracker.log("train", {"loss": mean_loss, "lr": self.scheduler.get_last_lr()[0], "samples_per_second": rate},
                          state.step)
-        progress.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{rate:.1f}")
+        bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{rate:.1f}")
 
     def _save(self, state: LoopState) -> None:
         if self.accelerator.is_main_process:

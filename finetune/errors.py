@@ -16,16 +16,25 @@ class UserError(Exception):
     """Bad config, data or paths: the message says what is wrong and what is allowed."""
 
 
+class RunDirInUse(UserError):
+    """Another live finetune process trains in the run dir (it holds the dir's lock)."""
+
+
 class RunError(Exception):
     """A run that cannot finish (non-finite loss, out of memory): one line, the reason and a way out."""
 
 
 class Interrupted(BaseException):
-    """SIGTERM arrived; a checkpoint was saved and the same command resumes.
+    """SIGTERM or SIGINT (Ctrl-C) arrived; finished work is kept and the same command resumes.
 
     A BaseException, like KeyboardInterrupt, so that Hydra's job runner does not catch it and a
-    preempted sweep stops instead of starting its next job.
+    preempted sweep stops instead of starting its next job. `exit_code` is 128 + the signal's
+    number, as if the signal had ended the process (143 for SIGTERM, 130 for SIGINT).
     """
+
+    def __init__(self, message: str, exit_code: int = 143) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class Escalated(BaseException):

@@ -30,8 +30,10 @@ from finetune.trained import TrainedRun, load_run
 def evaluation_run(trained: TrainedRun, overrides: list[str]) -> Run:
     """The run's config with `overrides` applied: where the other data is and how to read it."""
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        config = compose(config_name="config", overrides=[*trained.run.overrides, *overrides,
-                                                          f"output_dir={trained.directory}", "overrides=[]"])
+        config = compose(config_name="config", overrides=[*trained.run.overrides, *overrides])
+    # set, not passed as an override: a run dir's name may hold what Hydra's override grammar parses
+    # (a sweep job's `lr=0.01,seed=1`)
+    config.output_dir, config.overrides = str(trained.directory), []
     return build_run(config)
 
 

@@ -95,10 +95,10 @@ library_name: transformers
 ---
 # {run.model.name} + {run.method.name} on {run.dataset.name}
 
-Fine-tuned with finetune from `{results.model_source}`; this directory holds {form}.
+Fine-tuned with finetune from `{run.model.hub_id}`{_weights_note(run)}; this directory holds {form}.
 
 - task: {run.dataset.task}; labels: {', '.join(results.label_names) or 'none (text generation)'}
-- data: {run.dataset.path or run.dataset.hub_id}
+- data: {_data_note(run)}
 - trainable parameters: {results.params['trainable']:,} of {results.params['total']:,}
 - training: {results.train_seconds:.1f} s on {results.device} ({results.precision})
 
@@ -113,9 +113,37 @@ Fine-tuned with finetune from `{results.model_source}`; this directory holds {fo
 ## Config
 
 ```json
-{json.dumps(results.config, indent=2)}
+{json.dumps(public_config(results.config), indent=2)}
 ```
 """
+
+
+LOCAL_PATHS = (("model", "path"), ("dataset", "path"))  # where the run found its files: not the reader's business
+
+
+def public_config(config: dict) -> dict:
+    """The run's config as a model card shows it: no local paths (run dir, model and data folders)."""
+    shown = {key: dict(value) if isinstance(value, dict) else value for key, value in config.items()
+             if key not in ("output_dir", "overrides")}
+    for section, key in LOCAL_PATHS:
+        if shown.get(section, {}).get(key):
+            shown[section][key] = "(a local folder)"
+    return shown
+
+
+def _weights_note(run: Run) -> str:
+    if run.model.path:
+        return " (its weights read from a local folder)"
+    if run.model.weights_package:
+        return f" (weights from the Python package {run.model.weights_package})"
+    return ""
+
+
+def _data_note(run: Run) -> str:
+    if run.dataset.path:
+        hub = f"; on the Hub: {run.dataset.hub_id}" if run.dataset.hub_id else ""
+        return f"{run.dataset.name} (local files{hub})"
+    return f"the Hub's {run.dataset.hub_id}" + (f" ({run.dataset.hub_config})" if run.dataset.hub_config else "")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -127,7 +155,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     quiet_libraries()
     try:
-        out = export(load_run(args.run_dir), args.out_dir, args.merge)
+        trained = load_run(args.run_dir)
+        try:
+            out = export(trained, args.out_dir, args.merge)
+        except OSError as error:
+            raise UserError(f"OUT_DIR: cannot write '{error.filename or args.out_dir}' ({error.strerror})") from error
     except UserError as error:
         print(f"finetune-export: error: {error}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)

@@ -36,11 +36,11 @@ import transformers
 from accelerate import Accelerator
 from datasets import Dataset
 from torch import nn
-from tqdm.auto import tqdm
 
 from finetune.batching import sorted_batches
 from finetune.hardware import run_precision
 from finetune.methods.base import submodule
+from finetune.progress import progress
 
 if TYPE_CHECKING:
     from finetune.methods import Method
@@ -389,7 +389,7 @@ def _write_states(model: nn.Module, boundary: Boundary, rows: Dataset, lengths: 
     batches = sorted_batches(lengths, run.train.evaluation_batch_size)
     try:
         with torch.no_grad(), accelerator.autocast():
-            for index, batch_rows in enumerate(tqdm(batches, desc=f"frozen features ({role})", unit="batch", leave=False)):
+            for index, batch_rows in enumerate(progress(batches, desc=f"frozen features ({role})", unit="batches", leave=False)):
                 batch = {name: value.to(accelerator.device) for name, value in
                          task.collate_eval(rows.__getitems__(batch_rows)).items() if name != "labels"}
                 captured.clear()

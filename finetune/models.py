@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,13 @@ def model_source(spec: ModelSpec) -> str:
     """Where the weights come from: `model.path`, else the weights package, else the Hub id."""
     if spec.path:
         directory = Path(spec.path).expanduser()
+        if not directory.exists():
+            raise UserError(f"model.path: '{directory}' does not exist")
+        if not directory.is_dir():
+            raise UserError(f"model.path: '{directory}' is a file; give the model's directory")
         if not (directory / "config.json").is_file():
             raise UserError(f"model.path: '{directory}' has no config.json; is it a Hugging Face model directory?")
+        _check_model_type(directory, spec)
         if not any((directory / name).is_file() for name in WEIGHT_FILES):
             raise UserError(f"model.path: no weights in '{directory}' (expected one of {', '.join(WEIGHT_FILES)})")
         return str(directory)
@@ -33,6 +39,17 @@ def model_source(spec: ModelSpec) -> str:
         except ImportError:
             log.warning("Package %s is not installed; loading %s from the Hub", spec.weights_package, spec.hub_id)
     return spec.hub_id
+
+
+def _check_model_type(directory: Path, spec: ModelSpec) -> None:
+    """A checkpoint of another family is refused by name, before its tokenizer or weights mislead."""
+    try:
+        found = json.loads((directory / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError) as error:
+        raise UserError(f"model.path: {directory / 'config.json'} cannot be read ({error})") from error
+    if spec.model_type and found and found != spec.model_type:
+        raise UserError(f"model.path: '{directory}' holds a {found} checkpoint, not a {spec.name} ({spec.model_type}); "
+                        f"choose the model=FAMILY that matches it, or another model.path")
 
 
 def load_tokenizer(source: str, spec: ModelSpec) -> PreTrainedTokenizerBase:

@@ -15,16 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from finetune.batching import input_lengths, sorted_batches
 from finetune.errors import EXIT_BAD_INPUT, UserError
 from finetune.logs import quiet_libraries
+from finetune.progress import progress
 from finetune.tasks import task_kind
 from finetune.trained import TrainedRun, load_run
 
 
-def predict(trained: TrainedRun, texts: list[str], batch_size: int = 32, progress: bool = False) -> list[dict[str, Any]]:
+def predict(trained: TrainedRun, texts: list[str], batch_size: int = 32, show_progress: bool = False) -> list[dict[str, Any]]:
     """One output dict an input (a text, or an image's path), in the order of `texts`."""
     run, task = trained.run, trained.task
     kind = task_kind(run.dataset.task)
@@ -39,7 +39,7 @@ def predict(trained: TrainedRun, texts: list[str], batch_size: int = 32, progres
     outputs: list[dict[str, Any]] = [{} for _ in texts]
     batches = sorted_batches(lengths, batch_size)
     with torch.no_grad():
-        for rows in tqdm(batches, desc="predict", unit="batch", disable=not progress):
+        for rows in progress(batches, desc="predict", unit="batches", disable=not show_progress):
             batch = {key: value.to(device) for key, value in task.collate_eval([features[row] for row in rows]).items()}
             predictions = task.evaluate_batch(model, batch).predictions.cpu().numpy()
             for row, readable in zip(rows, task.readable(predictions)):
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         texts = list(args.texts) + (read_texts(args.file, columns) if args.file else [])
         if not texts:
             raise UserError("no texts: give them as arguments or with --file")
-        outputs = predict(trained, texts, args.batch_size, progress=args.file is not None)
+        outputs = predict(trained, texts, args.batch_size, show_progress=args.file is not None)
     except UserError as error:
         print(f"finetune-predict: error: {error}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)

@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict, read_write
 
-from finetune.errors import USER_ERRORS, AlreadyComplete, Escalated, UserError
+from finetune.errors import USER_ERRORS, AlreadyComplete, Escalated, RunDirInUse, UserError
 from finetune.record import RunRecord
 from finetune.schema import Run, build_run
 
@@ -58,27 +58,31 @@ def read_record(run_dir: Path) -> RunRecord | None:
         raise UserError(f"hydra.run.dir: {path} cannot be read ({error}); move it away or choose another run dir") from error
 
 
-def plan_run_dir(run: Run) -> RunDirState:
-    """Decide what this invocation does with `run.output_dir`; refuse (UserError) what would destroy a result."""
+def plan_run_dir(run: Run, in_sweep: bool = False) -> RunDirState:
+    """Decide what this invocation does with `run.output_dir`; refuse (UserError) what would destroy a
+    result. `in_sweep`: the dir is one job's of a sweep, which is redone by deleting it."""
     run_dir = Path(run.output_dir)
     record = read_record(run_dir)
-    if record is None:
-        leftovers = [name for name in RESULT_FILES if (run_dir / name).exists()]
+    key, way_out = (("hydra.sweep.dir", f"delete {run_dir} to run this job again")
+                    if in_sweep else ("hydra.run.dir", "choose another run dir, or add restart=true to replace it"))
+    leftovers = [name for name in RESULT_FILES if (run_dir / name).exists()]
+    if record is None or (record.status == "failed" and not record.started_at and leftovers == ["results.json"]):
+        # nothing, or the record of a job refused before it started: nothing to lose
+        leftovers = [name for name in leftovers if name != "results.json"]
         if leftovers and not run.restart:
-            raise UserError(f"hydra.run.dir: {run_dir} holds {', '.join(leftovers)} but no results.json; "
-                            "choose another run dir, or add restart=true to delete them")
-        return RunDirState(Plan.RESTART if leftovers else Plan.FRESH, None)
+            raise UserError(f"{key}: {run_dir} holds {', '.join(leftovers)} but no results.json; {way_out}")
+        return RunDirState(Plan.RESTART if leftovers or record else Plan.FRESH, None)
     if run.restart:
         return RunDirState(Plan.RESTART, record)
     if record.config_hash != run.config_hash():
         raise UserError(
-            f"hydra.run.dir: {run_dir} holds a {record.status} run of another config "
+            f"{key}: {run_dir} holds a {record.status} run of another config "
             f"({record.model} + {record.method} on {record.dataset}, config_hash "
-            f"{record.config_hash}); choose another run dir, or add restart=true to replace it")
+            f"{record.config_hash}); {way_out}")
     if record.status == "completed":
         return RunDirState(Plan.COMPLETE, record)
     if RunLock.held(run_dir):
-        raise UserError(IN_USE.format(run_dir=run_dir))
+        raise RunDirInUse(IN_USE.format(run_dir=run_dir))
     return RunDirState(Plan.RESUME, record)
 
 
@@ -100,7 +104,7 @@ class RunLock:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise UserError(IN_USE.format(run_dir=self.path.parent)) from None
+            raise RunDirInUse(IN_USE.format(run_dir=self.path.parent)) from None
         self.handle = handle
         return self
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
-import signal
-import threading
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from accelerate import Accelerator
 from accelerate.utils import set_seed
@@ -21,19 +19,22 @@ from finetune.batching import LengthGroupedBatches, make_loader, sorted_batches,
 from finetune.checkpoint import BestCheckpoint, Checkpoints
 from finetune.data import load_splits
 from finetune.engine import Trainer, evaluate, planned_steps
-from finetune.errors import Interrupted, UserError
+from finetune.errors import Interrupted, RunError, UserError
 from finetune.feature_cache import frozen_features
 from finetune.hardware import PeakMemory, agree_on_processes, compiled, loader_workers, make_accelerator, run_precision
 from finetune.methods import Method, build_method, count_parameters
 from finetune.models import load_model, load_tokenizer, model_source
 from finetune.record import Outcome
 from finetune.schema import Run
+from finetune.signals import StopSignals, stop_on_signals
 from finetune.tasks import Task, build_task, task_kind
 from finetune.tasks.columns import LabelledSplits
 
 log = logging.getLogger(__name__)
 
 SAMPLES_IN_TENSORBOARD = 5
+# a full disk, a quota, a read-only or forbidden folder: the run ends with one line, not a traceback
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def execute(run: Run) -> dict[str, Any]:
@@ -52,37 +53,29 @@ def execute(run: Run) -> dict[str, Any]:
     tracker = Tracker(Path(run.output_dir) / "tensorboard", purge_step=checkpoints.step(resume_from), write=main)
     memory = PeakMemory()
     try:
-        with _stop_on_sigterm() as stop:
+        with stop_on_signals() as stop:
             outcome = _execute(run, accelerator, tracker, memory, checkpoints, resume_from, stop)
-        tracker.hparams(run, outcome)
+            tracker.hparams(run, outcome)
+            return results.complete(outcome)
     except Interrupted as error:
         results.interrupt(error)
         raise
+    except OSError as error:
+        results.fail(error)
+        if error.errno not in WRITE_ERRORS:
+            raise
+        raise RunError(f"cannot write {error.filename or 'a file'} ({error.strerror}); free space or fix the "
+                       "permissions, then run the same command again: it resumes from the last checkpoint") from error
     except BaseException as error:
         results.fail(error)
         raise
     finally:
         memory.stop()
         tracker.close()
-    return results.complete(outcome)
-
-
-@contextmanager
-def _stop_on_sigterm() -> Iterator[threading.Event]:
-    """An event that SIGTERM sets (SLURM preemption); the loop checkpoints and stops at the next step."""
-    stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
-        yield stop
-        return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    try:
-        yield stop
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _execute(run: Run, accelerator: Accelerator, tracker: Tracker, memory: PeakMemory, checkpoints: Checkpoints,
-             resume_from: Path | None, stop: threading.Event) -> Outcome:
+             resume_from: Path | None, stop: StopSignals) -> Outcome:
     run_dir = Path(run.output_dir)
     set_seed(run.train.seed)
     with accelerator.main_process_first():  # one process fills the datasets cache, the others read it
@@ -165,6 +158,7 @@ def _fit_source_length(run: Run, method: Method, task: Task, model: nn.Module) -
     """Source tokens kept per input: the configured length, cut (and logged) where a sequence would
     outgrow the model's position embeddings, e.g. a 512-position GPT-Neo summarizing 512-token articles."""
     requested = run.dataset.max_source_length or run.model.max_length
+    _warn_if_shadowed(run)
     positions = getattr(model.config, "max_position_embeddings", None)  # None: relative positions (T5)
     if positions is None:
         return requested
@@ -179,6 +173,16 @@ def _fit_source_length(run: Run, method: Method, task: Task, model: nn.Module) -
                     "the summary or the generated tokens", available, requested, run.model.name, positions,
                     positions - available)
     return min(requested, available)
+
+
+def _warn_if_shadowed(run: Run) -> None:
+    """Say so when the input length the user set is not the one used: dataset.max_source_length,
+    set by a preset or the data set's config, wins over model.max_length."""
+    given = {override.lstrip("+").split("=", 1)[0] for override in run.overrides}
+    if run.dataset.max_source_length and "model.max_length" in given and "dataset.max_source_length" not in given:
+        log.warning("model.max_length=%d is not the input length: dataset.max_source_length=%d (from a preset or the "
+                    "data set's config) wins; set dataset.max_source_length instead", run.model.max_length,
+                    run.dataset.max_source_length)
 
 
 def _execute_standalone(run: Run, method: Method, data: LabelledSplits, tracker: Tracker, memory: PeakMemory,

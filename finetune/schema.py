@@ -10,17 +10,18 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
+import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from finetune.compat import known_break
 from finetune.errors import UserError, one_of, require
 from finetune.methods import METHODS, MethodSpec, build_method
-from finetune.sweep_names import swept_label
+from finetune.sweep_names import job_number, outputs_dir, swept_label
 
 ARCHITECTURES = ("encoder", "seq2seq", "causal", "vision_language")
 DEVICES = ("auto", "cpu", "gpu")
@@ -28,7 +29,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BUNDLED_DIR = Path(__file__).parent / "bundled"
 TRAIN_BOOKKEEPING = ("log_every_steps", "save_every_steps", "keep_checkpoints")  # train.* keys outside config_hash
 # keys added after runs existed: config_hash leaves them out at their defaults, so those runs' hashes stay valid
-LATER_KEYS = (("train", "feature_cache"), ("dataset", "image_column"), ("dataset", "prompt_template"))
+LATER_KEYS = (("train", "feature_cache"), ("dataset", "image_column"), ("dataset", "prompt_template"),
+              ("dataset", "delimiter"))
+NOT_IN_HASH = (("model", "embeddings"), ("model", "model_type"))  # where work may be skipped, what a checkpoint is
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class ModelSpec:
     path: Optional[str] = None  # local checkpoint directory; wins over everything else
     weights_package: Optional[str] = None  # pip package shipping the weights (get_model_path())
     architecture: str = "encoder"  # encoder | seq2seq | causal | vision_language (CLIP: images and texts)
+    model_type: Optional[str] = None  # config.json's model_type of this family's checkpoints; model.path is checked against it
     layers: str = MISSING  # dotted path of the ModuleList of transformer blocks (last_layers)
     lm_layers: Optional[str] = None  # the same in the language-model class (text generation); null: layers
     embeddings: Optional[str] = None  # the module feeding the first block; the frozen-feature cache skips it too
@@ -74,6 +78,7 @@ class DatasetSpec:
     task: str = "classification"  # a kind in finetune/tasks/: classification, multilabel, summarization, image_classification
     path: Optional[str] = None  # directory of {train,validation,test}.{jsonl,json,csv,parquet}[.gz]
     encoding: str = "utf-8"  # text encoding of local .jsonl, .json and .csv files, e.g. latin-1
+    delimiter: str = ","  # field separator of local .csv files, e.g. ";" or "\t"
     hub_id: Optional[str] = None  # used when path is not set
     hub_config: Optional[str] = None  # e.g. "sst2" for hub_id "glue"
     hub_renames: Dict[str, str] = field(default_factory=dict)  # Hub column -> our column name
@@ -119,6 +124,7 @@ class DatasetSpec:
         for key in ("max_train_samples", "max_eval_samples"):
             value = getattr(self, key)
             require(value is None or value > 0, f"dataset.{key}", f"must be > 0, got {value}")
+        require(len(self.delimiter) == 1, "dataset.delimiter", f"must be one character, e.g. ';' or '\\t', got {self.delimiter!r}")
         require(0.0 < self.threshold < 1.0, "dataset.threshold", f"must be between 0 and 1, got {self.threshold}")
         require(self.max_target_length > 0, "dataset.max_target_length", f"must be > 0, got {self.max_target_length}")
         require(self.max_source_length is None or self.max_source_length > 0, "dataset.max_source_length",
@@ -201,6 +207,8 @@ class HardwareSpec:
         one_of(self.device, DEVICES, "hardware.device")
         one_of(self.precision, PRECISIONS, "hardware.precision")
         require(self.jobs_per_gpu > 0, "hardware.jobs_per_gpu", f"must be > 0, got {self.jobs_per_gpu}")
+        require(self.num_threads is None or self.num_threads > 0, "hardware.num_threads",
+                f"must be > 0 or null (torch's default), got {self.num_threads}")
         require(self.loader_workers is None or self.loader_workers >= 0, "hardware.loader_workers",
                 f"must be >= 0 or null, got {self.loader_workers}")
 
@@ -247,7 +255,8 @@ class Run:
         """
         identity: dict[str, Any] = {key: asdict(getattr(self, key)) for key in ("model", "dataset", "method")}
         del identity["method"]["kind"]  # method_kind says it (and the hashes of earlier runs stay valid)
-        del identity["model"]["embeddings"]  # where the feature cache may skip work, not what is computed
+        for section, key in NOT_IN_HASH:  # facts about the family, not what is computed
+            del identity[section][key]
         identity["method_kind"] = type(self.method).__name__
         identity["train"] = {key: value for key, value in asdict(self.train).items() if key not in TRAIN_BOOKKEEPING}
         for section, key in LATER_KEYS:
@@ -292,8 +301,8 @@ def _writable(schema: type) -> DictConfig:
 
 
 def register_configs() -> None:
-    """Put the schemas in Hydra's ConfigStore and register the `bundled`, `tiny_model` and
-    `finetune_swept` resolvers."""
+    """Put the schemas in Hydra's ConfigStore and register the resolvers conf/ uses: `bundled`,
+    `tiny_model`, and the run-dir names' `finetune_swept`, `finetune_outputs` and `finetune_job`."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
@@ -304,8 +313,9 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("bundled", lambda name: str(BUNDLED_DIR / name))
     if not OmegaConf.has_resolver("tiny_model"):
         OmegaConf.register_new_resolver("tiny_model", _tiny_model)
-    if not OmegaConf.has_resolver("finetune_swept"):
-        OmegaConf.register_new_resolver("finetune_swept", swept_label)
+    for name, resolver in (("finetune_swept", swept_label), ("finetune_outputs", outputs_dir), ("finetune_job", job_number)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 def _tiny_model(family: str) -> str:
@@ -322,4 +332,16 @@ def build_run(config: DictConfig) -> Run:
     run = OmegaConf.to_object(config)
     if not isinstance(run, Run):
         raise UserError("the composed config is not a run; does conf/config.yaml list run_schema?")
+    for key, value in _floats(run):
+        require(math.isfinite(value), key, f"must be a finite number, got {value}")
     return run
+
+
+def _floats(spec: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
+    """Every float setting of a run, as (dotted key, value)."""
+    for item in fields(spec):
+        value = getattr(spec, item.name)
+        if is_dataclass(value):
+            yield from _floats(value, f"{prefix}{item.name}.")
+        elif isinstance(value, float):
+            yield f"{prefix}{item.name}", value

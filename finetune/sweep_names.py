@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from typing import Any, Iterable
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -53,3 +54,26 @@ def swept_label(job_overrides: Iterable[str]) -> str:
     names = [leaf if leaves.count(leaf) == 1 else key for key, leaf in zip(keys, leaves)]
     parts = [f"{name}={_UNSAFE.sub('_', values[key])}" for key, name in zip(keys, names) if key in values]
     return ("_" + ",".join(parts))[:_MAX_LABEL] if parts else ""
+
+
+OUTPUTS = "outputs"
+SMOKE_OUTPUTS = "outputs/smoke"  # +smoke=tiny's runs: tiny random models, never beside real results
+JOB_DIGITS = 3  # 000_..., 001_...: a sweep's run dirs sort in job order
+
+
+def outputs_dir(path: str, *, _root_: Any) -> str:
+    """`outputs/<path>`, or `outputs/smoke/<path>` when +smoke is chosen (whatever the order of the
+    groups on the command line)."""
+    choices = _root_.hydra.runtime.choices if "hydra" in _root_ else {}
+    return f"{SMOKE_OUTPUTS if choices.get('smoke') else OUTPUTS}/{path}"
+
+
+def job_number(number: int, sweep_dir: str) -> str:
+    """The job's number, zero-padded; unpadded where the sweep dir already holds that job's dir under
+    its unpadded name (a sweep started by an earlier finetune), so that it resumes there."""
+    padded = f"{int(number):0{JOB_DIGITS}d}"
+    directory = Path(sweep_dir)
+    if padded != str(number) and directory.is_dir() and not any(directory.glob(f"{padded}_*")) \
+            and any(directory.glob(f"{number}_*")):
+        return str(number)
+    return padded

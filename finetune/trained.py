@@ -50,6 +50,9 @@ def load_run(directory: Path) -> TrainedRun:
     if not results_path.is_file():
         raise UserError(f"{directory}: no results.json; is this the directory of a finetune run?")
     results = RunRecord.read(results_path)
+    if results.status == "failed":
+        raise UserError(f"{directory}: the run failed ({results.error or 'no reason recorded'}), so it has no "
+                        "trained model; fix what the error names, then run its command again")
     if results.status != "completed":
         raise UserError(f"{directory}: the run is '{results.status}', not completed; "
                         "run the same command again to finish it")

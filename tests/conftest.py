@@ -4,13 +4,17 @@ sets written on the fly, and `compose_run`, which composes the real conf/ the wa
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import random
 import shutil
+import signal
 import subprocess
+import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -262,3 +266,31 @@ def start_and_wait_for_checkpoint(command: list[str], run_dir: Path) -> subproce
         assert time.time() < deadline, "no checkpoint within 120 s"
         time.sleep(0.02)
     return process
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_in_process(*args: str, env: dict[str, str] | None = None) -> CliResult:
+    """`finetune ARGS` in this process (no interpreter start, no imports: a subprocess costs seconds),
+    with its exit code and what it printed."""
+    import finetune.cli
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    previous_pipe = signal.getsignal(signal.SIGPIPE)
+    code = 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", ["finetune", *args])
+        for key, value in (env or {}).items():
+            patch.setenv(key, value)
+        with redirect_stdout(stdout), redirect_stderr(stderr):
+            try:
+                finetune.cli.main()
+            except SystemExit as exit_info:
+                code = exit_info.code if isinstance(exit_info.code, int) else 1
+    signal.signal(signal.SIGPIPE, previous_pipe)
+    return CliResult(code, stdout.getvalue(), stderr.getvalue())

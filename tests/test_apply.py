@@ -193,3 +193,45 @@ def test_eval_scores_the_trained_model_on_other_data_and_writes_it_next_to_the_r
         eval_main([str(sentiment_lora), "dataset=local", f"dataset.path={other}", "dataset.label_names=[a,b]"])
     assert refused.value.code == 2
     assert "the run was trained for classification with labels ['negative', 'positive']" in capsys.readouterr().err
+
+
+def test_every_command_that_takes_a_run_dir_takes_a_sweep_jobs_dir(sentiment_lora, sentiment_dir, tmp_path, capsys):
+    import shutil
+
+    from finetune.evaluate_run import main as eval_main
+
+    job = tmp_path / "003_bert_lora_local_lr=0.01,seed=1"  # as finetune names a sweep's job
+    shutil.copytree(sentiment_lora, job)
+    eval_main([str(job), "dataset=local", f"dataset.path={sentiment_dir}", "dataset.label_names=[negative,positive]"])
+    assert (job / "eval" / "local.json").is_file()
+    predict_main([str(job), "a wonderful film"])
+    assert '"label": ' in capsys.readouterr().out
+    export_main([str(job), str(tmp_path / "exported")])
+    assert (tmp_path / "exported" / "README.md").is_file()
+
+
+def test_the_model_card_names_no_local_path(sentiment_lora, tmp_path):
+    card = export(load_run(sentiment_lora), tmp_path / "out", merge=False) / "README.md"
+    text = card.read_text()
+    assert str(tmp_path.parent) not in text and "site-packages" not in text and "/tmp/" not in text
+    assert "- data: local (local files)" in text and '"path": "(a local folder)"' in text
+
+
+def test_an_out_dir_that_cannot_be_written_is_one_line(sentiment_lora, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as refused:
+        export_main([str(sentiment_lora), str(blocker / "out")])
+    error = capsys.readouterr().err.strip()
+    assert refused.value.code == 2 and len(error.splitlines()) == 1
+    assert error.startswith(f"finetune-export: error: OUT_DIR: cannot write '{blocker / 'out'}'")
+
+
+def test_a_run_that_failed_says_so_instead_of_asking_to_run_it_again(tmp_path, capsys):
+    (tmp_path / "failed").mkdir()
+    (tmp_path / "failed" / "results.json").write_text(json.dumps(
+        {"status": "failed", "error": "dataset.label_column: train.jsonl, row 3 has no label"}))
+    with pytest.raises(SystemExit):
+        predict_main([str(tmp_path / "failed"), "text"])
+    assert ("the run failed (dataset.label_column: train.jsonl, row 3 has no label), so it has no trained model; "
+            "fix what the error names") in capsys.readouterr().err

@@ -40,7 +40,11 @@ def test_single_run_writes_every_artifact_and_prints_a_summary(tiny_bert, sentim
     assert record["status"] == "completed" and "method=lora" in record["overrides"]
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert (run_dir / "model" / "adapter_model.safetensors").exists()
-    assert (run_dir / "finetune.log").read_text().count("Epoch 1: validation") == 1
+    log = (run_dir / "finetune.log").read_text()
+    assert log.count("Epoch 1: validation") == 1
+    # off a terminal: progress as plain lines, no progress-bar frames
+    assert "\r" not in result.stderr + result.stdout + log
+    assert "train: 10/10 steps (100%)" in log
 
 
 @pytest.mark.slow

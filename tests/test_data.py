@@ -78,9 +78,9 @@ def test_bundled_rotten_tomatoes_loads_offline(compose_run):
     "rows,options,message",
     [
         ([{"text": "a", "label": 0}, {"text": "b", "label": 1}], {"text_column": "review"},
-         "dataset.text_column: no column 'review' in split 'train' (columns: text, label)"),
+         "dataset.text_column: no column 'review' in {dir}/train.jsonl (columns: text, label)"),
         ([{"text": "a", "y": 0}], {}, "dataset.label_column: no column 'label'"),
-        ([{"text": 5, "label": 0}, {"text": "b", "label": 1}], {}, "dataset.text_column: row 0 of split 'train' has a int"),
+        ([{"text": 5, "label": 0}, {"text": "b", "label": 1}], {}, "dataset.text_column: {dir}/train.jsonl, row 1 has 5 (int), not a string"),
         ([{"text": "a", "label": 0}, {"text": "b", "label": 0}], {}, "need at least 2"),
         ([{"text": "a", "label": 0}, {"text": "b", "label": 3}], {"label_names": ["neg", "pos"]}, "dataset.label_names: 2 names"),
     ],
@@ -89,7 +89,7 @@ def test_bad_columns_and_labels_name_the_key(tmp_path, rows, options, message):
     write_jsonl(tmp_path / "train.jsonl", rows * 5)
     with pytest.raises(UserError) as caught:
         load_splits(spec(tmp_path, **options), seed=0)
-    assert message in str(caught.value)
+    assert message.format(dir=tmp_path) in str(caught.value)
 
 
 def test_labels_outside_the_training_label_set_are_refused(tmp_path):
@@ -134,4 +134,68 @@ def test_missing_train_file_and_empty_file(tmp_path):
         load_splits(spec(tmp_path), seed=0)
     (tmp_path / "train.jsonl").write_text("")
     with pytest.raises(UserError, match="train.jsonl: the file is empty"):
+        load_splits(spec(tmp_path), seed=0)
+
+
+def labelled_rows(labels: list) -> list[dict]:
+    return [{"text": f"text {index}", "label": label} for index, label in enumerate(labels)]
+
+
+@pytest.mark.parametrize(
+    "labels,options,message",
+    [
+        ([0, 1] * 5 + [None], {}, "dataset.label_column: {dir}/train.jsonl, row 11 has no label; give every row one"),
+        ([0, 1] * 5 + ["positive"] + [0, 1], {}, "dataset.label_column: {dir}/train.jsonl, row 11 has the label "
+                                                   "'positive' (a string) where the other rows have number labels"),
+        ([0, 1] * 5, {"label_names": ["a", "b", "c"]}, "dataset.label_names: 3 names given, but the train split has "
+                                                        "no label 'c' (2)"),
+    ],
+)
+def test_labels_that_would_train_the_wrong_classes_are_refused_naming_file_and_row(tmp_path, labels, options, message):
+    write_jsonl(tmp_path / "train.jsonl", labelled_rows(labels))
+    with pytest.raises(UserError) as caught:
+        load_splits(spec(tmp_path, **options), seed=0)
+    assert message.format(dir=tmp_path) in str(caught.value)
+
+
+def test_a_row_without_a_label_is_named_in_its_own_file_not_where_validation_was_carved_to(tmp_path):
+    rows = labelled_rows([0, 1] * 50)
+    rows[37]["label"] = None
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    with pytest.raises(UserError, match=r"train.jsonl, row 38 has no label"):
+        load_splits(spec(tmp_path, validation_fraction=0.5), seed=0)
+
+
+def test_empty_texts_and_limits_beyond_the_data_are_said_not_refused(tmp_path, caplog):
+    rows = labelled_rows([0, 1] * 10)
+    rows[3]["text"], rows[8]["text"] = "", "   "
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    data = load_splits(spec(tmp_path, max_train_samples=1000), seed=0)
+    assert len(data.splits["train"]) == 18
+    assert f"2 empty text(s) in {tmp_path}/train.jsonl (rows 4, 9)" in caplog.text
+    assert "dataset.max_train_samples=1000 is more than the 18 rows of train; all of them are used" in caplog.text
+
+
+def test_validation_and_test_subsets_draw_different_rows(tmp_path):
+    # both files sorted by label and of equal length: the same draw would give both the same class balance
+    for split in ("validation", "test"):
+        write_jsonl(tmp_path / f"{split}.jsonl", labelled_rows([0] * 50 + [1] * 50))
+    write_jsonl(tmp_path / "train.jsonl", labelled_rows([0, 1] * 20))
+    data = load_splits(spec(tmp_path, max_eval_samples=20), seed=3)
+    assert data.splits["validation"]["text"] != data.splits["test"]["text"]
+
+
+def test_csv_problems_say_what_is_wrong(tmp_path):
+    (tmp_path / "train.csv").write_text("text,label\n")
+    with pytest.raises(UserError, match=r"train.csv: no rows \(a header at most\)"):
+        load_splits(spec(tmp_path), seed=0)
+    (tmp_path / "train.csv").write_text("text;label\n" + "".join(f"t{i};{i % 2}\n" for i in range(20)))
+    with pytest.raises(UserError, match=r"it looks separated by ';': set dataset.delimiter=';'"):
+        load_splits(spec(tmp_path), seed=0)
+    assert load_splits(spec(tmp_path, delimiter=";"), seed=0).label_names == ("0", "1")
+
+
+def test_a_gz_file_that_is_not_gzip_is_one_line(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl.gz", sentiment_rows(10, 0))  # plain text under a .gz name
+    with pytest.raises(UserError, match=r"train.jsonl.gz: not a gzip file; compress it with gzip, or drop the .gz"):
         load_splits(spec(tmp_path), seed=0)

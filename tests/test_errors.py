@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_in_process
+
 
 def finetune(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -26,11 +28,16 @@ def finetune(*args: str, env: dict | None = None, cwd: Path | None = None) -> su
         (["train.lr=fast"], "train.lr: Value 'fast' of type 'str' could not be converted to Float"),
         (["train.batch_size=0"], "train.batch_size: must be > 0, got 0"),
         (["dataset=local"], "dataset.path: data set 'local' needs dataset.path=DIR"),
-        (["dataset=local", "dataset.path=/no/such/dir"], "dataset.path: '/no/such/dir' is not a directory"),
+        (["dataset=local", "dataset.path=/no/such/dir"], "dataset.path: '/no/such/dir' does not exist"),
+        (["train.lr=inf"], "train.lr: must be a finite number, got inf"),
+        (["method=lora", "method.dropout=nan"], "method.dropout: must be in [0, 1), got nan"),
+        (["hardware.num_threads=-2"], "hardware.num_threads: must be > 0 or null (torch's default), got -2"),
+        (["dataset.delimiter=ab"], "dataset.delimiter: must be one character"),
+        (["model.path=/no/such/model"], "model.path: '/no/such/model' does not exist"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, expected, tmp_path):
-    result = finetune(*args, f"hydra.run.dir={tmp_path}")
+    result = run_in_process(*args, f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith(f"finetune: error: {expected}"), lines[-1]
@@ -119,3 +126,15 @@ def test_help_says_what_finetune_does_and_lists_the_companion_commands(tmp_path)
     assert "  method: adalora, dora, full, head_only" in result.stdout
     for command in ("finetune-report", "finetune-predict", "finetune-eval", "finetune-export"):
         assert f"  {command} " in result.stdout
+
+
+def test_a_checkpoint_of_another_family_is_named_as_such(tiny_model, tmp_path):
+    gpt_neo = tiny_model("gpt_neo")
+    result = run_in_process("model=minilm", f"model.path={gpt_neo}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"finetune: error: model.path: '{gpt_neo}' holds a gpt_neo checkpoint, not a minilm (bert); choose the "
+        "model=FAMILY that matches it, or another model.path")
+    weights = gpt_neo / "config.json"
+    result = run_in_process("model=gpt_neo", f"model.path={weights}", f"hydra.run.dir={tmp_path / 'other'}")
+    assert result.stderr.strip().endswith(f"model.path: '{weights}' is a file; give the model's directory")

@@ -84,7 +84,9 @@ def test_hparams_of_a_run_reach_tensorboard(tiny_run):
 
     run = tiny_run("method=lora", "train.epochs=1")
     results = execute(run)
-    events = EventAccumulator(str(Path(run.output_dir) / "tensorboard" / "hparams")).Reload()
+    logdir = Path(run.output_dir) / "tensorboard"
+    assert [path.name for path in logdir.iterdir() if path.is_dir()] == []  # one TensorBoard run, not two
+    events = EventAccumulator(str(logdir)).Reload()
     assert events.Scalars("hparam/test_accuracy")[0].value == pytest.approx(results["metrics"]["test"]["accuracy"])
     assert events.Scalars("hparam/trainable_params")[0].value == results["params"]["trainable"]
     plugin = events.PluginTagToContent("hparams")

@@ -150,17 +150,20 @@ def uninterrupted(tiny_bert, longer_data, tmp_path_factory) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGTERM])
-def test_a_killed_or_preempted_process_resumes_to_the_uninterrupted_result(tiny_bert, longer_data, uninterrupted,
-                                                                           tmp_path, kill):
+@pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_a_killed_preempted_or_ctrl_c_process_resumes_to_the_uninterrupted_result(tiny_bert, longer_data,
+                                                                                  uninterrupted, tmp_path, kill):
     reference, run_dir = uninterrupted, tmp_path / "run"
 
     process = start_and_wait_for_checkpoint(cli(tiny_bert, longer_data, run_dir), run_dir)
     process.send_signal(kill)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == (-9 if kill == signal.SIGKILL else 143), stderr[-2000:]
+    assert process.returncode == (-9 if kill == signal.SIGKILL else 128 + kill), stderr[-2000:]
     stopped = json.loads((run_dir / "results.json").read_text())
     assert stopped["status"] == ("running" if kill == signal.SIGKILL else "interrupted")
+    if kill != signal.SIGKILL:  # one line, no traceback
+        assert "Traceback" not in stderr
+        assert stderr.strip().splitlines()[-1].startswith(f"finetune: interrupted: stopped by {kill.name} at step ")
     stopped_at = Checkpoints.step(Checkpoints(run_dir / "checkpoints", 2).latest())
     assert 0 < stopped_at < reference["training"]["optimizer_steps"]
 
@@ -170,3 +173,40 @@ def test_a_killed_or_preempted_process_resumes_to_the_uninterrupted_result(tiny_
     resumed = json.loads((run_dir / "results.json").read_text())
     assert resumed["status"] == "completed"
     assert resumed["metrics"] == reference["metrics"]
+
+
+def test_a_signal_outside_the_training_loop_stops_at_once_and_records_interrupted(tiny_run, monkeypatch):
+    import finetune.runner
+    from finetune.errors import Interrupted
+
+    real_load = finetune.runner.load_splits
+
+    def ctrl_c_while_loading(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # delivered at once, to this (the main) thread
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(finetune.runner, "load_splits", ctrl_c_while_loading)
+    run = tiny_run("train.epochs=1")
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(Interrupted) as stopped:
+        execute(run)
+    assert stopped.value.exit_code == 130 and "stopped by SIGINT outside the training loop" in str(stopped.value)
+    assert json.loads((Path(run.output_dir) / "results.json").read_text())["status"] == "interrupted"
+    assert signal.getsignal(signal.SIGINT) is handler  # put back as it was
+
+
+def test_a_full_disk_while_saving_is_one_line_and_a_failed_record(tiny_run, tmp_path, monkeypatch):
+    import errno
+
+    from finetune.checkpoint import Checkpoints
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "checkpoints"))
+
+    monkeypatch.setattr(Checkpoints, "save", disk_full)
+    run = tiny_run("train.epochs=1")
+    with pytest.raises(RunError) as failed:
+        execute(run)
+    assert str(failed.value).startswith(f"cannot write {tmp_path / 'run' / 'checkpoints'} (No space left on device); "
+                                        "free space or fix the permissions, then run the same command again")
+    assert json.loads((Path(run.output_dir) / "results.json").read_text())["status"] == "failed"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import yaml
 from finetune.report import collect
 from finetune.sweep_names import SWEPT_KEYS_VARIABLE, swept_keys, swept_label
 
+from conftest import run_in_process
 from test_cli import finetune, tiny_args
 
 
@@ -62,19 +64,90 @@ def test_a_failing_job_is_recorded_and_the_parallel_sweep_goes_on(tiny_bert, sen
     records = {json.loads(p.read_text())["config"]["train"]["lr"]: json.loads(p.read_text()) for p in sweep.glob("*/results.json")}
     assert records[1e-3]["status"] == "completed" and records[1e-3]["metrics"]["test"]["accuracy"] >= 0
     assert records[1e30]["status"] == "failed" and "NaN or infinite" in records[1e30]["error"]
-    rows = {row["status"] for row in collect([sweep])}
+    rows = {row["status"] for row in collect([sweep])[0]}
     assert rows == {"completed", "failed"}
 
 
-def test_a_refused_combination_fails_its_job_only(tiny_bert, sentiment_dir, tmp_path):
+def test_a_refused_combination_fails_its_job_only_with_a_complete_record_and_is_retried(tiny_bert, sentiment_dir,
+                                                                                         tmp_path):
+    from dataclasses import fields
+
+    from finetune.record import RunRecord
+
     sweep = tmp_path / "sweep"
-    result = finetune(
-        "-m", *tiny_args(tiny_bert, sentiment_dir), "method=none", "dataset.max_eval_samples=16",
-        "train.epochs=1,0", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
-    )
+    command = ("-m", *tiny_args(tiny_bert, sentiment_dir), "method=none", "dataset.max_eval_samples=16",
+               "train.epochs=1,0", f"hydra.sweep.dir={sweep}")
+    result = run_in_process(*command)
     assert result.returncode == 1
     assert "finetune: job 1 failed: train.epochs: must be > 0, got 0" in result.stderr
+    assert "finetune: job 1/2 (000_bert_none_local_epochs=1)" in result.stderr  # where the sweep is
+    assert re.search(r"finetune: job 2/2 \(001_bert_none_local_epochs=0\), 1 started in \d+ s, ~\d+ s left", result.stderr)
     assert sorted(statuses(sweep).values()) == ["completed", "failed"]
+    refused = json.loads((sweep / "001_bert_none_local_epochs=0" / "results.json").read_text())
+    assert set(refused) == {item.name for item in fields(RunRecord)}  # every field, as results.json promises
+    assert (refused["model"], refused["method"], refused["dataset"], refused["config"]["train"]["epochs"]) == \
+        ("bert", "none", "local", 0)
+    row = next(row for row in collect([sweep])[0] if row["status"] == "failed")
+    assert (row["model"], row["method"], row["dataset"]) == ("bert", "none", "local")  # not a blank report row
+
+    again = run_in_process(*command)  # the refused job is tried again, not taken for another config's run
+    assert "2 runs: 1 failed, 1 skipped" in again.stdout and "another config" not in again.stderr
+
+
+def test_a_refused_job_writes_nothing_into_the_dir_it_refused_and_says_how_to_redo_it(tiny_bert, sentiment_dir,
+                                                                                    tmp_path):
+    sweep = tmp_path / "sweep"
+    job = sweep / "000_bert_none_local"
+    (job / "checkpoints" / "step-00000002").mkdir(parents=True)  # a run that died before its results.json
+    (job / "model").mkdir()
+    command = ("-m", *tiny_args(tiny_bert, sentiment_dir), "method=none", "dataset.max_eval_samples=16",
+               f"hydra.sweep.dir={sweep}")
+    result = run_in_process(*command)
+    assert result.returncode == 1
+    assert f"hydra.sweep.dir: {job} holds checkpoints, model but no results.json; delete {job} to run this job " \
+           "again" in result.stderr
+    assert not (job / "results.json").exists()
+    shutil.rmtree(job)
+    assert run_in_process(*command).returncode == 0 and statuses(sweep) == {job.name: "completed"}
+
+
+@pytest.mark.slow
+def test_two_sweeps_into_one_dir_train_each_run_once_and_both_exit_0_with_true_counts(tiny_bert, sentiment_dir,
+                                                                                    tmp_path):
+    sweep = tmp_path / "sweep"
+    command = [sys.executable, "-m", "finetune", "-m", *tiny_args(tiny_bert, sentiment_dir), "method=full",
+               "train.lr=1e-3,2e-3,3e-3", "train.max_steps=30", "train.batch_size=8", "dataset.max_eval_samples=16",
+               f"hydra.sweep.dir={sweep}"]
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+    second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+    outputs = [process.communicate(timeout=600) for process in (first, second)]
+    for process, (stdout, stderr) in zip((first, second), outputs):
+        assert process.returncode == 0, stderr[-2000:]
+        summary = next(line for line in stdout.splitlines() if line.startswith(f"sweep {sweep}"))
+        assert "3 runs:" in summary and "failed" not in summary, summary
+    assert list(statuses(sweep).values()) == ["completed"] * 3
+    trained = sum(stdout.count("local: completed") for stdout, _ in outputs)  # each process's own run summaries
+    assert trained == 3  # every run trained once, by one of the two
+    assert not (sweep / ".jobs").exists()  # no notes left for a later sweep to misread
+
+
+def test_tiny_runs_go_under_outputs_smoke_whatever_the_order_of_the_groups(monkeypatch):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from finetune.cli import CONF_DIR
+
+    monkeypatch.setenv("FINETUNE_TINY_MODELS", "/tiny")
+    dirs = {}
+    for order in (("+smoke=tiny", "+experiment=method_study"), ("+experiment=method_study", "+smoke=tiny"),
+                  ("+experiment=method_study",)):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            config = compose(config_name="config", overrides=list(order), return_hydra_config=True)
+            HydraConfig.instance().set_config(config)
+            dirs[order] = config.hydra.sweep.dir
+    assert set(dirs.values()) == {"outputs/smoke/experiments/method_study/full", "outputs/experiments/method_study/full"}
+    assert dirs[("+smoke=tiny", "+experiment=method_study")] == dirs[("+experiment=method_study", "+smoke=tiny")]
 
 
 def test_swept_keys_come_from_the_command_line_and_the_sweeper_params_with_group_choices_left_out():
@@ -118,9 +191,11 @@ def test_sweep_runs_are_told_apart_by_dir_name_and_tensorboard_marks_the_swept_k
                       "train.max_steps=1", "dataset.max_train_samples=16", "dataset.max_eval_samples=16",
                       f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert sorted(statuses(sweep)) == ["0_bert_full_local_lr=0.001", "1_bert_full_local_lr=0.002"]
+    assert sorted(statuses(sweep)) == ["000_bert_full_local_lr=0.001", "001_bert_full_local_lr=0.002"]
     differs = {info.name: info.differs for info in tensorboard_experiment(sweep).hparam_infos}
     assert differs["train.lr"] and not differs["train.seed"] and not differs["method.name"]
+    runs = {str(path.parent.relative_to(sweep)) for path in sweep.rglob("events.out.tfevents.*")}
+    assert runs == {"000_bert_full_local_lr=0.001/tensorboard", "001_bert_full_local_lr=0.002/tensorboard"}  # once each
 
 
 def test_an_optuna_search_with_a_failing_trial_completes_and_reports_the_best_trial(tiny_bert, sentiment_dir, tmp_path):
@@ -178,7 +253,7 @@ def test_a_smoke_experiment_runs_on_tiny_models(tiny_model, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "2 runs: 2 completed" in result.stdout
-    assert {row["method"] for row in collect([tmp_path / "sweep"])} == {"svm_embeddings", "full"}
+    assert {row["method"] for row in collect([tmp_path / "sweep"])[0]} == {"svm_embeddings", "full"}
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from finetune.tasks.columns import require_column, require_strings
+from finetune.tasks.columns import SplitSource, require_column, require_strings, warn_empty_texts
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -131,13 +131,14 @@ class TaskKind:
         the usual train/validation/test files."""
         return None
 
-    def input_column(self, dataset: Dataset, spec: DatasetSpec, split: str) -> tuple[Dataset, str]:
+    def input_column(self, dataset: Dataset, spec: DatasetSpec, source: SplitSource) -> tuple[Dataset, str]:
         """The split (checked, with any column the kind derives) and the name of its input column."""
-        require_column(dataset, "text_column", spec.text_column, split)
-        require_strings(dataset, "text_column", spec.text_column, split)
+        require_column(dataset, "text_column", spec.text_column, source)
+        require_strings(dataset, "text_column", spec.text_column, source)
+        warn_empty_texts(dataset, "text_column", spec.text_column, source)
         return dataset, spec.text_column
 
-    def target_column(self, dataset: Dataset, spec: DatasetSpec, split: str) -> tuple[Dataset, str]:
+    def target_column(self, dataset: Dataset, spec: DatasetSpec, source: SplitSource) -> tuple[Dataset, str]:
         """The split (with any column the kind derives) and the name of the column holding its targets."""
         raise NotImplementedError
 

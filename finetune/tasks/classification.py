@@ -18,7 +18,7 @@ from finetune.errors import UserError
 from finetune.metrics import classification_metrics
 from finetune.tasks import register_task
 from finetune.tasks.base import BatchOutput, ModelParts, TaskKind, head_parts, label_config, lm_parts, single_label_outputs
-from finetune.tasks.columns import BadLabel, LabelledSplits, map_labels, require_column
+from finetune.tasks.columns import BadLabel, LabelledSplits, SplitSource, map_labels, require_column, require_labels
 from finetune.tasks.text_to_text import TextToText
 
 
@@ -114,8 +114,9 @@ class Classification(TaskKind):
     name = "classification"
     pipeline_tag = "text-classification"
 
-    def target_column(self, dataset: Dataset, spec, split: str) -> tuple[Dataset, str]:
-        require_column(dataset, "label_column", spec.label_column, split)
+    def target_column(self, dataset: Dataset, spec, source: SplitSource) -> tuple[Dataset, str]:
+        require_column(dataset, "label_column", spec.label_column, source)
+        require_labels(dataset, "label_column", spec.label_column, source)
         return dataset, spec.label_column
 
     def labelled(self, splits: dict[str, Dataset], spec) -> LabelledSplits:
@@ -140,6 +141,10 @@ def _single_label_ids(train: Dataset, spec) -> tuple[tuple[str, ...], Callable[[
             raise UserError(
                 f"dataset.label_names: {len(names)} names given, so labels must be ints 0..{len(names) - 1}; found {values[:10]}"
             )
+        unused = [f"{names[index]!r} ({index})" for index in range(len(names)) if index not in values]
+        if unused:
+            raise UserError(f"dataset.label_names: {len(names)} names given, but the train split has no label "
+                            f"{', '.join(unused)} (its labels: {values[:10]}); give one name per label the data has")
         ids = {index: index for index in range(len(names))}
     else:
         if len(values) < 2:

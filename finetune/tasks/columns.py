@@ -3,11 +3,15 @@ errors name the config key and the split."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from datasets import Dataset
 
 from finetune.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -20,20 +24,67 @@ class LabelledSplits:
     label_names: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class SplitSource:
+    """Where a split's rows were read from, so that a message names the file (or Hub split) and row."""
+
+    split: str
+    file: Path | None = None  # the local file
+    hub_id: str | None = None
+
+    def __str__(self) -> str:
+        if self.file is not None:
+            return str(self.file)
+        return f"split '{self.split}' of hub data set '{self.hub_id}'" if self.hub_id else f"split '{self.split}'"
+
+    def row(self, index: int) -> str:
+        """Row `index` (0-based) as a reader counts it: from 1, the header of a CSV file not counted."""
+        return f"{self}, row {index + 1}"
+
+
 class BadLabel(ValueError):
     """A label value that does not fit the label set; the message says which."""
 
 
-def require_column(dataset: Dataset, key: str, column: str, split: str) -> None:
+def require_column(dataset: Dataset, key: str, column: str, source: SplitSource) -> None:
     if column not in dataset.column_names:
-        raise UserError(f"dataset.{key}: no column '{column}' in split '{split}' (columns: {', '.join(dataset.column_names)})")
+        raise UserError(f"dataset.{key}: no column '{column}' in {source} (columns: {', '.join(dataset.column_names)})")
 
 
-def require_strings(dataset: Dataset, key: str, column: str, split: str) -> None:
+def require_strings(dataset: Dataset, key: str, column: str, source: SplitSource) -> None:
     values = dataset[column]
     bad = next((i for i, value in enumerate(values) if not isinstance(value, str)), None)
     if bad is not None:
-        raise UserError(f"dataset.{key}: row {bad} of split '{split}' has a {type(values[bad]).__name__}, not a string")
+        found = "nothing (null)" if values[bad] is None else f"{values[bad]!r} ({type(values[bad]).__name__})"
+        raise UserError(f"dataset.{key}: {source.row(bad)} has {found}, not a string")
+
+
+def warn_empty_texts(dataset: Dataset, key: str, column: str, source: SplitSource) -> None:
+    """Empty or blank texts train as empty inputs: allowed, and counted in the log."""
+    empty = [index for index, text in enumerate(dataset[column]) if not text.strip()]
+    if empty:
+        rows = ", ".join(str(index + 1) for index in empty[:5]) + (", ..." if len(empty) > 5 else "")
+        log.warning("dataset.%s: %d empty text(s) in %s (rows %s)", key, len(empty), source, rows)
+
+
+def require_labels(dataset: Dataset, key: str, column: str, source: SplitSource) -> None:
+    """Every row has a label, and all labels are of one kind (ints, other numbers, or strings)."""
+    values = dataset[column]
+    missing = next((i for i, value in enumerate(values) if value is None), None)
+    if missing is not None:
+        raise UserError(f"dataset.{key}: {source.row(missing)} has no label; give every row one, or remove the row")
+    kinds = [_label_kind(value) for value in values]
+    usual = max(set(kinds), key=kinds.count) if kinds else None
+    odd = next((i for i, kind in enumerate(kinds) if kind != usual), None)
+    if odd is not None:
+        raise UserError(f"dataset.{key}: {source.row(odd)} has the label {values[odd]!r} (a {kinds[odd]}) where the "
+                        f"other rows have {usual} labels; use one kind of label throughout")
+
+
+def _label_kind(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return type(value).__name__
+    return "number" if isinstance(value, (int, float)) else "string"
 
 
 def map_labels(splits: dict[str, Dataset], to_labels, key: str, names: tuple[str, ...]) -> LabelledSplits:

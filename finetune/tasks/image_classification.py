@@ -21,7 +21,6 @@ import torch
 from datasets import Dataset
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, CLIPProcessor, PreTrainedTokenizerBase
 
 from finetune.hardware import loader_workers
@@ -30,9 +29,10 @@ from finetune.models import load_encoder
 from finetune.tasks import register_task
 from finetune.tasks.base import ModelParts, head_parts, label_config
 from finetune.tasks.classification import Classification, SingleLabelScoring
-from finetune.tasks.columns import LabelledSplits, require_column, require_strings
+from finetune.tasks.columns import LabelledSplits, SplitSource, require_column, require_strings
 from finetune.tasks.images import checked_image, folder_layout, images_digest, pixel_values
 from finetune.tasks.prompt_model import CLIPForPromptClassification, image_embeddings
+from finetune.progress import progress
 
 if TYPE_CHECKING:
     from finetune.baselines import FeatureSource
@@ -99,12 +99,12 @@ class ImageClassification(Classification):
         splits = [split for split in (spec.train_split, spec.validation_split, spec.test_split) if split]
         return folder_layout(directory, splits, spec.image_column, spec.label_column)
 
-    def input_column(self, dataset: Dataset, spec, split: str) -> tuple[Dataset, str]:
+    def input_column(self, dataset: Dataset, spec, source: SplitSource) -> tuple[Dataset, str]:
         column = spec.image_column
-        require_column(dataset, "image_column", column, split)
+        require_column(dataset, "image_column", column, source)
         if isinstance(dataset.features[column], datasets.Image):  # a Hub image set: kept encoded until a batch needs it
             return dataset.cast_column(column, datasets.Image(decode=False)), column
-        require_strings(dataset, "image_column", column, split)
+        require_strings(dataset, "image_column", column, source)
         if spec.path is None:
             return dataset, column
         root = Path(spec.path).expanduser().resolve()  # relative paths in a table are relative to its folder
@@ -145,7 +145,7 @@ def _image_embeddings(model: nn.Module, image_processor: Any, images: list[Any],
                       device: torch.device) -> np.ndarray:
     vectors = []
     loader = DataLoader(images, batch_size=batch_size, collate_fn=partial(pixel_values, image_processor), num_workers=workers)
-    for pixels in tqdm(loader, desc="embed", unit="batch", leave=False):
+    for pixels in progress(loader, desc="embed", unit="batches", leave=False):
         with torch.no_grad():
             vectors.append(image_embeddings(model, pixels.to(device)).float().cpu().numpy())
     return np.concatenate(vectors)

@@ -19,7 +19,7 @@ from finetune.schema import GenerationSpec
 from finetune.tasks import register_task
 from finetune.tasks.base import BatchOutput, TaskKind, head_parts, lm_parts
 from finetune.tasks.classification import HeadClassification
-from finetune.tasks.columns import BadLabel, LabelledSplits, map_labels, require_column
+from finetune.tasks.columns import BadLabel, LabelledSplits, SplitSource, map_labels, require_column, require_labels
 from finetune.tasks.generation import decode, generate
 from finetune.tasks.text_to_text import TextToText
 
@@ -95,14 +95,15 @@ class MultiLabel(TaskKind):
     name = "multilabel"
     pipeline_tag = "text-classification"
 
-    def target_column(self, dataset: Dataset, spec, split: str) -> tuple[Dataset, str]:
+    def target_column(self, dataset: Dataset, spec, source: SplitSource) -> tuple[Dataset, str]:
         if spec.label_columns and set(spec.label_columns) <= set(dataset.column_names):
             packed = dataset.map(lambda batch: {"packed_labels": _pack_flags(batch, spec.label_columns)}, batched=True)
             return packed, "packed_labels"
         if spec.label_columns and spec.label_column not in dataset.column_names:
-            raise UserError(f"dataset.label_columns: split '{split}' has neither the columns {list(spec.label_columns)} "
+            raise UserError(f"dataset.label_columns: {source} has neither the columns {list(spec.label_columns)} "
                             f"nor a list column '{spec.label_column}' (columns: {', '.join(dataset.column_names)})")
-        require_column(dataset, "label_column", spec.label_column, split)
+        require_column(dataset, "label_column", spec.label_column, source)
+        require_labels(dataset, "label_column", spec.label_column, source)
         return dataset, spec.label_column
 
     def labelled(self, splits: dict[str, Dataset], spec) -> LabelledSplits:

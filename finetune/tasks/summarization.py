@@ -17,7 +17,7 @@ from finetune.metrics import rouge_metrics
 from finetune.schema import DatasetSpec, GenerationSpec
 from finetune.tasks import register_task
 from finetune.tasks.base import BatchOutput, ModelParts, TaskKind, lm_parts
-from finetune.tasks.columns import LabelledSplits, require_column, require_strings
+from finetune.tasks.columns import LabelledSplits, SplitSource, require_column, require_strings
 from finetune.tasks.generation import IGNORE, decode, generate
 
 
@@ -151,9 +151,9 @@ class Summarization(TaskKind):
                     f"{run.model.architecture} (try model=flan_t5 or model=gpt_neo)")
         return None
 
-    def target_column(self, dataset: Dataset, spec: DatasetSpec, split: str) -> tuple[Dataset, str]:
-        require_column(dataset, "summary_column", spec.summary_column, split)
-        require_strings(dataset, "summary_column", spec.summary_column, split)
+    def target_column(self, dataset: Dataset, spec: DatasetSpec, source: SplitSource) -> tuple[Dataset, str]:
+        require_column(dataset, "summary_column", spec.summary_column, source)
+        require_strings(dataset, "summary_column", spec.summary_column, source)
         return dataset, spec.summary_column
 
     def labelled(self, splits: dict[str, Dataset], spec: DatasetSpec) -> LabelledSplits:
