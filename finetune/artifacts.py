@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import time
 from dataclasses import asdict
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -17,26 +15,17 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 from transformers import PreTrainedTokenizerBase, ProcessorMixin
 
+from finetune.environment import library_versions
 from finetune.errors import UserError
 from finetune.files import write_json_atomic
 from finetune.record import Outcome, RunRecord
+from finetune.plan import Plan
 from finetune.schema import Run
+
+log = logging.getLogger(__name__)
 
 HPARAM_TRAIN_KEYS = ("lr", "epochs", "batch_size", "grad_accum", "seed", "weight_decay", "warmup_ratio")
 HPARAM_DATA_KEYS = ("max_train_samples", "max_eval_samples", "max_source_length")
-log = logging.getLogger(__name__)
-
-LIBRARIES = ("finetune", "torch", "transformers", "peft", "datasets", "accelerate", "hydra-core")
-
-
-def library_versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for name in LIBRARIES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return found
 
 
 class ResultsFile:
@@ -45,11 +34,12 @@ class ResultsFile:
     With `write=False` (processes other than the main one) the record is kept but never written.
     """
 
-    def __init__(self, run: Run, write: bool = True) -> None:
+    def __init__(self, plan: Plan, write: bool = True) -> None:
+        run = plan.run
         self.path, self.write = Path(run.output_dir) / "results.json", write
         self.record: dict[str, Any] = asdict(RunRecord(
             status="running", model=run.model.name, method=run.method.name, dataset=run.dataset.name,
-            task=run.dataset.task, overrides=list(run.overrides), config_hash=run.config_hash(), config=asdict(run),
+            task=run.dataset.task, overrides=list(run.overrides), config_hash=plan.config_hash, config=asdict(run),
             versions=library_versions(), started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         ))  # every field, empty until the run reaches it
         if not write:

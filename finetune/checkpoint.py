@@ -19,6 +19,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from finetune.errors import UserError
+
 log = logging.getLogger(__name__)
 
 PREFIX = "step-"
@@ -128,6 +130,18 @@ class Checkpoints:
         """The method's loop state saved with a checkpoint; empty for methods that keep none."""
         file = path / METHOD_STATE
         return load_file(str(file)) if file.is_file() else {}
+
+    def resume(self, path: Path | None, config_hash: str, model: nn.Module, optimizer, scheduler) -> LoopState:
+        """The loop state to start from: fresh without a checkpoint, else `path`'s, loaded into the
+        model, optimizer and scheduler, once its config is known to be this run's."""
+        if path is None:
+            return LoopState(config_hash=config_hash)
+        if self.read_state(path).config_hash != config_hash:  # before any weight is loaded
+            raise UserError(f"{path.parent.parent}: its checkpoints belong to another config; "
+                            "use a new hydra.run.dir, or add restart=true to start over")
+        state = self.load(path, model, optimizer, scheduler)
+        log.info("Resuming from %s: epoch %d, step %d", path, state.epoch + 1, state.step)
+        return state
 
     def load(self, path: Path, model: nn.Module, optimizer, scheduler) -> LoopState:
         load_trainable(model, path / "trainable.safetensors")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import signal
@@ -20,25 +19,15 @@ from finetune.errors import (EXIT_BAD_INPUT, USER_ERRORS, AlreadyComplete, Escal
                              RunError, one_line)
 from finetune.logs import quiet_libraries
 from finetune.placement import placed_on_gpu
+from finetune.plan import CONF_DIR, Plan, build_plan, register_configs
 from finetune.record import RunRecord
-from finetune.rundir import Plan, RunLock, clear_run_dir, is_main_process, plan_run_dir
-from finetune.schema import Run, build_run, register_configs
+from finetune.rundir import Action, RunLock, checked_before, clear_run_dir, is_main_process, plan_run_dir
 from finetune.sweeps import ELSEWHERE, announce_job, failed_jobs, mark_job, record_failure
 
 log = logging.getLogger(__name__)
 logging.getLogger("alembic").setLevel(logging.WARNING)  # optuna's storage layer lists its plugins at import
 
 
-def _conf_dir() -> Path:
-    """The Hydra config tree: package data `finetune/conf` once installed (a wheel, or an editable
-    install that maps the repository's conf/ there), else conf/ beside the package in a source tree."""
-    spec = importlib.util.find_spec("finetune.conf")
-    if spec is not None and spec.submodule_search_locations:
-        return Path(next(iter(spec.submodule_search_locations)))
-    return Path(__file__).resolve().parent.parent / "conf"
-
-
-CONF_DIR = _conf_dir()
 COMPANIONS = {
     "finetune-report DIR...": "a comparison table (markdown, CSV) and plots of every results.json under the dirs",
     "finetune-predict RUN_DIR TEXT...": "predictions of a trained run (or --file texts.txt/.jsonl/.csv)",
@@ -117,27 +106,28 @@ def run_job(config: DictConfig) -> float | None:
 def _job(config: DictConfig, gpu_slots: Path | None = None, job_number: int = 0) -> tuple[float | None, str]:
     """One run: its validation main metric, the value Hydra sweepers (Optuna) optimise, and whether
     it was `completed` now or `skipped` (completed before)."""
-    run = build_run(config)
-    run_dir = Path(run.output_dir)
+    checked = checked_before(config.output_dir) if HydraConfig.get().mode != RunMode.MULTIRUN else None
+    plan, state = checked if checked else (build_plan(config), None)
+    run_dir = Path(plan.run.output_dir)
     if not is_main_process():  # the main process owns the run dir; this one follows its lead
-        return _train(run, gpu_slots, job_number), "completed"
-    state = plan_run_dir(run, in_sweep=HydraConfig.get().mode == RunMode.MULTIRUN)
-    if state.plan is Plan.COMPLETE:
+        return _train(plan, gpu_slots, job_number), "completed"
+    state = state or plan_run_dir(plan, in_sweep=HydraConfig.get().mode == RunMode.MULTIRUN)
+    if state.action is Action.COMPLETE:
         print(completed_message(state.record, run_dir))
         return state.record.score("validation"), "skipped"
     with RunLock(run_dir):
-        if state.plan is Plan.RESTART:
+        if state.action is Action.RESTART:
             clear_run_dir(run_dir)
-        return _train(run, gpu_slots, job_number), "completed"
+        return _train(plan, gpu_slots, job_number), "completed"
 
 
-def _train(run: Run, gpu_slots: Path | None, job_number: int) -> float:
-    from finetune.runner import execute  # heavy imports only once the config is known to be valid
+def _train(plan: Plan, gpu_slots: Path | None, job_number: int) -> float | None:
+    from finetune.runner import execute  # torch and the training stack load only for a valid run
 
     quiet_libraries()
-    with placed_on_gpu(run.hardware, gpu_slots, job_number):
-        record = RunRecord.from_dict(execute(run))
-    print(format_summary(record, Path(run.output_dir)))
+    with placed_on_gpu(plan.run.hardware, gpu_slots, job_number):
+        record = execute(plan)
+    print(format_summary(record, Path(plan.run.output_dir)))
     return record.score("validation")
 
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class KnownBreak:
     method: str  # a method kind: its variants break too
-    applies: Callable[[Run], bool]  # which runs of the method break
+    applies: Callable[[Run, bool], bool]  # which runs of the method break, given whether they generate text
     broken_with: dict[str, str]  # package -> the releases that break it (all must match)
     reason: str
 
@@ -29,7 +29,7 @@ class KnownBreak:
 KNOWN_BREAKS = (
     KnownBreak(
         method="prefix_tuning",
-        applies=lambda run: not run.generates_text(),  # the classification-head route (Flan-T5's text-to-text works)
+        applies=lambda run, generates: not generates,  # the classification-head route (Flan-T5's text-to-text works)
         broken_with={"transformers": ">=5.24", "peft": "<=0.21.2"},
         reason="transformers 5.24 renamed the models' past_key_values argument to cache, and peft's prefix "
                "tuning for classification still looks for past_key_values",
@@ -44,10 +44,10 @@ def _installed(package: str) -> str | None:
         return None
 
 
-def known_break(run: Run) -> str | None:
+def known_break(run: Run, generates_text: bool) -> str | None:
     """Why the installed transformers/peft cannot run this method on this run, or None."""
     for entry in KNOWN_BREAKS:
-        if entry.method != run.method.kind or not entry.applies(run):
+        if entry.method != run.method.kind or not entry.applies(run, generates_text):
             continue
         installed = {package: _installed(package) for package in entry.broken_with}
         if all(installed[package] is not None and installed[package] in SpecifierSet(spec)

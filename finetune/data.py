@@ -15,7 +15,7 @@ from datasets import Dataset, DatasetDict
 
 from finetune.errors import UserError
 from finetune.schema import DatasetSpec
-from finetune.tasks import task_kind
+from finetune.tasks import TaskKind
 from finetune.tasks.columns import LabelledSplits, SplitSource
 
 log = logging.getLogger(__name__)
@@ -23,9 +23,10 @@ log = logging.getLogger(__name__)
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
-def load_splits(spec: DatasetSpec, seed: int) -> LabelledSplits:
-    """Load train/validation/test as `spec` says; carve validation from train when missing."""
-    raw, sources = _load_local(spec) if spec.path else _load_hub(spec)
+def load_splits(spec: DatasetSpec, kind: TaskKind, seed: int) -> LabelledSplits:
+    """Load train/validation/test as `spec` says, checked and labelled by the task `kind`; carve
+    validation from train when missing."""
+    raw, sources = _load_local(spec, kind) if spec.path else _load_hub(spec)
     wanted = {"train": spec.train_split, "validation": spec.validation_split, "test": spec.test_split}
     splits: dict[str, Dataset] = {}
     for role, split_name in wanted.items():
@@ -36,12 +37,12 @@ def load_splits(spec: DatasetSpec, seed: int) -> LabelledSplits:
                 raise UserError(f"dataset: no '{split_name}' split in {_where(spec)} (found: {', '.join(raw) or 'none'})")
             log.info("No '%s' split in %s", split_name, _where(spec))
             continue
-        splits[role] = _checked_columns(raw[split_name], spec, sources[split_name])
+        splits[role] = _checked_columns(raw[split_name], spec, kind, sources[split_name])
     if "validation" not in splits:
         carved = splits["train"].train_test_split(test_size=spec.validation_fraction, seed=seed)
         splits["train"], splits["validation"] = carved["train"], carved["test"]
         log.info("Validation: %d rows carved from train (seed %d)", len(splits["validation"]), seed)
-    labelled = task_kind(spec.task).labelled(splits, spec)  # the whole train split names the classes
+    labelled = kind.labelled(splits, spec)  # the whole train split names the classes
     limits = {"train": ("max_train_samples", spec.max_train_samples), "validation": ("max_eval_samples", spec.max_eval_samples),
               "test": ("max_eval_samples", spec.max_eval_samples)}
     subsets = {role: _subset(split, role, *limits[role], seed) for role, split in labelled.splits.items()}
@@ -65,11 +66,11 @@ Splits = dict[str, Dataset]
 Sources = dict[str, SplitSource]
 
 
-def _load_local(spec: DatasetSpec) -> tuple[Splits, Sources]:
+def _load_local(spec: DatasetSpec, kind: TaskKind) -> tuple[Splits, Sources]:
     directory = Path(spec.path).expanduser()
     if not directory.is_dir():
         raise UserError(f"dataset.path: '{directory}' " + ("does not exist" if not directory.exists() else "is not a directory"))
-    own_layout = task_kind(spec.task).read_local(directory, spec)
+    own_layout = kind.read_local(directory, spec)
     if own_layout is not None:
         return own_layout, {name: SplitSource(name, directory / name) for name in own_layout}
     names = {spec.train_split, spec.validation_split, spec.test_split} - {None}
@@ -191,10 +192,9 @@ def _load_hub(spec: DatasetSpec) -> tuple[DatasetDict, Sources]:
     return loaded, {name: SplitSource(name, hub_id=spec.hub_id) for name in loaded}
 
 
-def _checked_columns(dataset: Dataset, spec: DatasetSpec, source: SplitSource) -> Dataset:
+def _checked_columns(dataset: Dataset, spec: DatasetSpec, kind: TaskKind, source: SplitSource) -> Dataset:
     """The split reduced to `text` (the input: a text, or an image) and `raw_label` (the column the task
     kind reads its targets from)."""
-    kind = task_kind(spec.task)
     dataset, input_column = kind.input_column(dataset, spec, source)
     dataset, target_column = kind.target_column(dataset, spec, source)
     dataset = dataset.select_columns([input_column, target_column])

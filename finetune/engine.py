@@ -1,12 +1,12 @@
-"""The one training loop: AdamW, warmup + linear decay, accumulation, clipping, early stopping,
-checkpoints that resume exactly, and clean stops on SIGTERM or a non-finite loss."""
+"""The one training loop: AdamW, warmup + linear decay, accumulation, clipping, early stopping on
+the validation main metric, and checkpoints that resume exactly. What stops it cleanly (signals,
+a non-finite loss, out of memory) is in finetune.guards; scoring a split in finetune.evaluation."""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,16 +20,14 @@ from transformers import get_linear_schedule_with_warmup
 from finetune.artifacts import Tracker
 from finetune.batching import LengthGroupedBatches
 from finetune.checkpoint import BestCheckpoint, Checkpoints, LoopState
-from finetune.errors import RunError, UserError
+from finetune.evaluation import evaluate
+from finetune.guards import NonFiniteLoss, StopSignals, out_of_memory_hint
 from finetune.methods import Method
 from finetune.progress import progress
 from finetune.schema import TrainSpec
-from finetune.signals import StopSignals
 from finetune.tasks import Task
-from finetune.tasks.generation import IGNORE
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -50,44 +48,6 @@ class FitSummary:
     best_validation: dict[str, float]  # validation metrics of the best epoch
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    """Metrics of one split (with the mean loss) and readable samples where the task makes text."""
-
-    metrics: dict[str, float]
-    samples: list[dict[str, Any]]
-
-
-def evaluate(model: nn.Module, loader: DataLoader, task: Task, accelerator: Accelerator,
-             method: Method | None = None) -> Evaluation:
-    """Run `task.evaluate_batch` over every batch of `loader` and score the whole split (inside the
-    training method's `evaluation` context, if one is given)."""
-    # the plain model: evaluation needs no gradient sync or compiled graph; peft and HF models generate
-    model = accelerator.unwrap_model(model, keep_torch_compile=False)
-    model.eval()
-    predictions, references, losses = [], [], []
-    with torch.no_grad(), method.evaluation(model) if method else nullcontext():
-        for batch in progress(loader, desc="evaluate", unit="batches", leave=False,
-                              disable=not accelerator.is_local_main_process):
-            output = task.evaluate_batch(model, batch)
-            # the batch's mean loss once per row, so that gathering drops the rows Accelerate repeated
-            # to even out the last batch across processes, as it does for the predictions
-            row_losses = output.loss.detach().float().expand(len(output.references))
-            gathered = accelerator.gather_for_metrics(
-                tuple(_pad_columns(accelerator, tensor) for tensor in (output.predictions, output.references, row_losses)))
-            predictions.append(gathered[0].cpu().numpy())
-            references.append(gathered[1].cpu().numpy())
-            losses.append(gathered[2])
-    metrics = task.metrics(predictions, references)
-    metrics["loss"] = float(torch.cat(losses).mean().cpu())
-    return Evaluation(metrics, task.samples(predictions, references))
-
-
-def _pad_columns(accelerator: Accelerator, tensor: torch.Tensor) -> torch.Tensor:
-    # generated rows differ in width between processes; gathering needs one width
-    return accelerator.pad_across_processes(tensor, dim=1, pad_index=IGNORE) if tensor.dim() > 1 else tensor
-
-
 def planned_steps(batches_per_epoch: int, train: TrainSpec) -> tuple[int, int]:
     """(optimizer steps, epochs) of a run: train.epochs of whole accumulation windows, capped by train.max_steps."""
     steps_per_epoch = math.ceil(batches_per_epoch / train.grad_accum)
@@ -99,7 +59,7 @@ def planned_steps(batches_per_epoch: int, train: TrainSpec) -> tuple[int, int]:
 
 @dataclass
 class Trainer:
-    """Trains a prepared model; `fit` is the loop, the other methods its parts."""
+    """Trains a prepared model: `fit` is the loop, `_train_epoch` an epoch of it, the rest their parts."""
 
     model: nn.Module
     train_loader: DataLoader
@@ -109,27 +69,29 @@ class Trainer:
     validation_loader: DataLoader
     train: TrainSpec
     task: Task
-    method: Method  # its parameter groups, and its hooks into the loop
+    method: Method  # its parameter groups, and its hook after each optimizer step
     accelerator: Accelerator
     tracker: Tracker
     checkpoints: Checkpoints
     best: BestCheckpoint
     stop: StopSignals  # set by SIGTERM or SIGINT while the loop runs
     skipped_batches: int = 0  # batches whose loss was not finite, with train.skip_nonfinite
+    plain: nn.Module = field(init=False)  # the model without its data-parallel and compile wrappers
     optimizer: torch.optim.Optimizer = field(init=False)  # built and prepared by fit
     scheduler: torch.optim.lr_scheduler.LRScheduler = field(init=False)
-    plain_model: nn.Module = field(init=False)  # the model without wrappers, for the method's hooks
 
     def fit(self, resume_from: Path | None, config_hash: str) -> FitSummary:
         """Train, keeping the epoch with the best validation `task.main_metric`; resume from a checkpoint."""
-        self.plain_model = self._plain_model()  # once: the per-step hooks get it without unwrapping again
+        self.plain = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)  # what checkpoints hold
         total_steps, epochs = planned_steps(len(self.train_loader), self.train)
         # fused AdamW: one kernel for all parameters; 6x faster steps than the default on a 2-core CPU
-        optimizer = torch.optim.AdamW(self.method.parameter_groups(self._plain_model(), self.train), lr=self.train.lr,
+        optimizer = torch.optim.AdamW(self.method.parameter_groups(self.plain, self.train), lr=self.train.lr,
                                       fused=self.accelerator.device.type in ("cpu", "cuda"))
         scheduler = get_linear_schedule_with_warmup(optimizer, round(self.train.warmup_ratio * total_steps), total_steps)
         self.optimizer, self.scheduler = self.accelerator.prepare(optimizer, scheduler)
-        state = self._start_state(resume_from, config_hash)
+        state = self.checkpoints.resume(resume_from, config_hash, self.plain, self.optimizer, self.scheduler)
+        if resume_from is not None:
+            self.method.load_state_dict(Checkpoints.method_state(resume_from), self.plain)
         log.info("Training: %d epoch(s), %d optimizer steps of %d samples", epochs, total_steps,
                  self.train.batch_size * self.train.grad_accum)
 
@@ -154,17 +116,6 @@ class Trainer:
             train_loss=state.train_loss, validation_curve=state.validation_curve, best_validation=state.best_metrics,
         )
 
-    def _start_state(self, resume_from: Path | None, config_hash: str) -> LoopState:
-        if resume_from is None:
-            return LoopState(config_hash=config_hash)
-        if Checkpoints.read_state(resume_from).config_hash != config_hash:  # before any weight is loaded
-            raise UserError(f"{resume_from.parent.parent}: its checkpoints belong to another config; "
-                            "use a new hydra.run.dir, or add restart=true to start over")
-        state = self.checkpoints.load(resume_from, self._plain_model(), self.optimizer, self.scheduler)
-        self.method.load_state_dict(Checkpoints.method_state(resume_from), self._plain_model())
-        log.info("Resuming from %s: epoch %d, step %d", resume_from, state.epoch + 1, state.step)
-        return state
-
     def _train_epoch(self, state: LoopState, total_steps: int, bar: Any) -> None:
         # Accelerate's loader gives its sampler its own count of iterations as the epoch whenever it is
         # iterated, and a resumed run's count starts again at 0: the loader is told the epoch too
@@ -176,14 +127,14 @@ class Trainer:
         self.model.train()
         device = self.accelerator.device
         window_loss, window_batches, tokens = torch.zeros((), device=device), 0, torch.zeros((), device=device)
-        first_bad_step = torch.full((), -1, device=device)  # checked at log points: no per-step host sync
+        non_finite = NonFiniteLoss(device)
         last = time.perf_counter()
         for batch in batches:
             loss = self._step(batch, state.step + 1)
-            first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss), state.step + 1, first_bad_step)
+            non_finite.observe(loss, state.step + 1)
             window_loss += loss.detach()
             window_batches += 1
-            if "attention_mask" in batch:  # text; an image batch has no tokens to count
+            if "attention_mask" in batch:  # token counts; an image batch has none
                 tokens += batch["attention_mask"].sum()
             state.samples += len(batch["labels"]) * self.accelerator.num_processes  # each has its share
             state.batches_done += 1
@@ -197,7 +148,7 @@ class Trainer:
             at_save = bool(self.train.save_every_steps) and state.step % self.train.save_every_steps == 0
             stopping = self._stop_requested(at_log or at_save)
             if at_log or at_save or stopping:
-                self._check_finite(first_bad_step)
+                non_finite.check(self.accelerator.gather, self.checkpoints.latest())
             if at_log:
                 self._log_train(state, window_loss.item() / window_batches, bar)
                 window_loss, window_batches = torch.zeros((), device=device), 0
@@ -207,56 +158,38 @@ class Trainer:
                 raise self.stop.interrupted(f"at step {state.step}; checkpoint saved")
             if state.step >= total_steps:
                 break
-        self._check_finite(first_bad_step)
+        non_finite.check(self.accelerator.gather, self.checkpoints.latest())
         if window_batches:  # the steps since the last log point: every run's curve reaches its last step
             self._log_train(state, window_loss.item() / window_batches, bar)
         state.tokens += int(self.accelerator.reduce(tokens, "sum").item())
 
     def _step(self, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
         """One batch; `step` is the number the optimizer step this batch completes will have."""
-        try:
-            with self.accelerator.accumulate(self.model):
-                loss = self.model(**batch).loss
-                if self.train.skip_nonfinite and not torch.isfinite(loss):  # a host sync, only when asked for
-                    log.warning("Skipped a batch with a non-finite loss (%s)", loss.item())
-                    self.skipped_batches += 1
-                    loss = torch.zeros_like(loss)
-                else:
-                    self.accelerator.backward(loss)
-                    self.method.after_backward(self.plain_model)
-                if self.accelerator.sync_gradients and self.train.max_grad_norm:
-                    self.accelerator.clip_grad_norm_(self.model.parameters(), self.train.max_grad_norm)
-                self.optimizer.step()
-                self.scheduler.step()
-                if self.accelerator.sync_gradients:
-                    self.method.after_optimizer_step(self.plain_model, step)
-                self.optimizer.zero_grad(set_to_none=True)
-        except torch.OutOfMemoryError as error:
-            size = self.train.batch_size
-            raise RunError(f"out of memory at train.batch_size={size}; try train.batch_size={max(size // 2, 1)} "
-                           f"train.grad_accum={self.train.grad_accum * 2} (same effective batch)") from error
+        with out_of_memory_hint(self.train.batch_size, self.train.grad_accum), self.accelerator.accumulate(self.model):
+            loss = self.model(**batch).loss
+            if self.train.skip_nonfinite and not torch.isfinite(loss):  # a host sync, only when asked for
+                log.warning("Skipped a batch with a non-finite loss (%s)", loss.item())
+                self.skipped_batches += 1
+                loss = torch.zeros_like(loss)
+            else:
+                self.accelerator.backward(loss)
+            if self.accelerator.sync_gradients and self.train.max_grad_norm:
+                self.accelerator.clip_grad_norm_(self.model.parameters(), self.train.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            if self.accelerator.sync_gradients:
+                self.method.after_optimizer_step(self.plain, step)
+            self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
 
     def _stop_requested(self, at_sync_point: bool) -> bool:
-        """SIGTERM seen; with several processes only at log/save steps, where all agree to stop together."""
+        """A signal seen; with several processes only at log/save steps, where all agree to stop together."""
         if self.accelerator.num_processes == 1:
             return self.stop.is_set()
         if not at_sync_point:
             return False
         flag = torch.tensor([float(self.stop.is_set())], device=self.accelerator.device)
         return bool(self.accelerator.gather(flag).max().item())
-
-    def _plain_model(self) -> nn.Module:
-        """The model without its data-parallel and torch.compile wrappers: what checkpoints hold."""
-        return self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
-
-    def _check_finite(self, first_bad_step: torch.Tensor) -> None:
-        bad = int(self.accelerator.gather(first_bad_step.reshape(1)).max().item())  # any process's bad step stops all
-        if bad >= 0:
-            latest = self.checkpoints.latest()
-            kept = f"the last good checkpoint is {latest}" if latest else "no checkpoint was saved before it"
-            raise RunError(f"the training loss became NaN or infinite at step {bad}; {kept}; "
-                           "try a lower train.lr or train.max_grad_norm")
 
     def _log_train(self, state: LoopState, mean_loss: float, bar: Any) -> None:
         rate = state.samples / state.train_seconds
@@ -267,8 +200,7 @@ class Trainer:
 
     def _save(self, state: LoopState) -> None:
         if self.accelerator.is_main_process:
-            plain = self._plain_model()
-            path = self.checkpoints.save(plain, self.optimizer, self.scheduler, state, self.method.state_dict(plain))
+            path = self.checkpoints.save(self.plain, self.optimizer, self.scheduler, state, self.method.state_dict(self.plain))
             log.info("Checkpoint %s", path)
         self.accelerator.wait_for_everyone()
 
@@ -282,10 +214,9 @@ class Trainer:
         if score > state.best_score:
             state.best_score, state.best_epoch, state.best_metrics, state.bad_epochs = score, state.epoch + 1, metrics, 0
             if self.accelerator.is_main_process:
-                self.best.save(self._plain_model())
+                self.best.save(self.plain)
         else:
             state.bad_epochs += 1
-        self.method.at_epoch_end(self._plain_model(), state.epoch + 1)
         state.epoch, state.batches_done = state.epoch + 1, 0
         patience = self.train.early_stopping_patience
         if patience and state.bad_epochs >= patience:

@@ -12,34 +12,28 @@ import time
 from pathlib import Path
 
 from accelerate import Accelerator
-from hydra import compose, initialize_config_dir
 
-from finetune.files import write_json_atomic
-from finetune.batching import make_loader, sorted_batches, tokenize
-from finetune.cli import CONF_DIR
+from finetune.batching import make_loader, sorted_batches
 from finetune.data import load_splits
-from finetune.engine import evaluate
 from finetune.errors import EXIT_BAD_INPUT, USER_ERRORS, UserError, one_line
+from finetune.evaluation import evaluate
+from finetune.files import write_json_atomic
 from finetune.hardware import loader_workers
 from finetune.logs import quiet_libraries
-from finetune.schema import Run, build_run
-from finetune.tasks import task_kind
+from finetune.plan import Plan, compose_plan
+from finetune.tasks.encoding import tokenize
 from finetune.trained import TrainedRun, load_run
 
 
-def evaluation_run(trained: TrainedRun, overrides: list[str]) -> Run:
+def evaluation_plan(trained: TrainedRun, overrides: list[str]) -> Plan:
     """The run's config with `overrides` applied: where the other data is and how to read it."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        config = compose(config_name="config", overrides=[*trained.run.overrides, *overrides])
-    # set, not passed as an override: a run dir's name may hold what Hydra's override grammar parses
-    # (a sweep job's `lr=0.01,seed=1`)
-    config.output_dir, config.overrides = str(trained.directory), []
-    return build_run(config)
+    return compose_plan([*trained.run.overrides, *overrides], trained.directory)
 
 
-def evaluate_on(trained: TrainedRun, run: Run) -> dict[str, dict[str, float]]:
-    """Metrics of the trained model on each evaluation split of `run.dataset`."""
-    data = load_splits(run.dataset, run.train.seed)
+def evaluate_on(trained: TrainedRun, plan: Plan) -> dict[str, dict[str, float]]:
+    """Metrics of the trained model on each evaluation split of `plan`'s data set."""
+    run = plan.run
+    data = load_splits(run.dataset, plan.kind, run.train.seed)
     expected = tuple(trained.results.label_names)
     if run.dataset.task != trained.run.dataset.task or data.label_names != expected:
         raise UserError(f"dataset: '{run.dataset.name}' has task {run.dataset.task} and labels {list(data.label_names)}; "
@@ -49,7 +43,7 @@ def evaluate_on(trained: TrainedRun, run: Run) -> dict[str, dict[str, float]]:
                          run.dataset.max_source_length or run.model.max_length, run.dataset.source_prefix)
     accelerator = Accelerator(cpu=run.hardware.device == "cpu")
     model = accelerator.prepare(trained.model)
-    workers = loader_workers(run.hardware, task_kind(run.dataset.task).decodes_in_loader)
+    workers = loader_workers(run.hardware, plan.kind.decodes_in_loader)
     metrics = {}
     for role in roles:
         split = tokenized.splits[role]
@@ -69,14 +63,14 @@ def main(argv: list[str] | None = None) -> None:
     quiet_libraries()
     try:
         trained = load_run(args.run_dir)
-        run = evaluation_run(trained, args.overrides)
-        metrics = evaluate_on(trained, run)
+        plan = evaluation_plan(trained, args.overrides)
+        metrics = evaluate_on(trained, plan)
     except USER_ERRORS as error:
         print(f"finetune-eval: error: {one_line(error)}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
-    path = args.run_dir / "eval" / f"{run.dataset.name}.json"
+    path = args.run_dir / "eval" / f"{plan.run.dataset.name}.json"
     path.parent.mkdir(exist_ok=True)
-    write_json_atomic(path, {"dataset": run.dataset.name, "overrides": args.overrides, "metrics": metrics,
+    write_json_atomic(path, {"dataset": plan.run.dataset.name, "overrides": args.overrides, "metrics": metrics,
                              "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     for role, values in metrics.items():
         print(f"{role:<11} " + "  ".join(f"{k} {v:.4f}" for k, v in values.items() if not k.startswith("f1_")))

@@ -19,9 +19,9 @@ from peft import PeftModel
 from finetune.errors import EXIT_BAD_INPUT, UserError
 from finetune.loading import load_base_model
 from finetune.logs import quiet_libraries
-from finetune.methods import METHODS, build_method
+from finetune.methods import METHODS
+from finetune.plan import Plan
 from finetune.schema import Run
-from finetune.tasks import task_kind
 from finetune.trained import TrainedRun, load_run
 
 def export(trained: TrainedRun, out_dir: Path, merge: bool) -> Path:
@@ -29,13 +29,13 @@ def export(trained: TrainedRun, out_dir: Path, merge: bool) -> Path:
     model = trained.model
     if merge:
         mergeable = sorted(kind for kind, method in METHODS.items() if method.mergeable)
-        if not isinstance(model, PeftModel) or not build_method(trained.run.method).mergeable:
+        if not isinstance(model, PeftModel) or not trained.plan.method.mergeable:
             raise UserError(f"--merge: only {', '.join(mergeable)} adapters (and their variants) merge into the "
                             f"base weights; this run is {trained.run.method.name}")
         model = model.merge_and_unload()
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UserError(f"OUT_DIR: '{out_dir}' exists and is not empty")
-    generates = task_kind(trained.run.dataset.task).generates_text
+    generates = trained.plan.kind.generates_text
     if generates:
         _generation_defaults(model.get_base_model() if isinstance(model, PeftModel) else model, trained.run)
     if isinstance(model, PeftModel):
@@ -51,11 +51,11 @@ def export(trained: TrainedRun, out_dir: Path, merge: bool) -> Path:
     return out_dir
 
 
-def _pipeline_task(run: Run) -> str:
+def _pipeline_task(plan: Plan) -> str:
     """The Hub's pipeline tag; transformers 5 runs text-classification and text-generation as pipelines."""
-    if run.model.architecture == "seq2seq" and run.generates_text():
+    if plan.run.model.architecture == "seq2seq" and plan.generates_text:
         return "text2text-generation"
-    return task_kind(run.dataset.task).pipeline_tag
+    return plan.kind.pipeline_tag
 
 
 def _usage(task: str, trained: TrainedRun) -> str:
@@ -84,7 +84,7 @@ def _generation_defaults(model, run: Run) -> None:
 def model_card(trained: TrainedRun, merged: bool) -> str:
     """What the model is, how it was trained and how well it did, with the resolved config."""
     run, results = trained.run, trained.results
-    task = _pipeline_task(run)
+    task = _pipeline_task(trained.plan)
     form = "full weights" if not (trained.directory / "model" / "adapter_config.json").is_file() else (
         "the adapter update merged into the base weights" if merged else "a peft adapter on its base model")
     metrics = "\n".join(f"| {split} | " + ", ".join(f"{k} {v:.4f}" for k, v in values.items() if not k.startswith("f1_"))

@@ -15,7 +15,6 @@ from accelerate.utils import DataLoaderConfiguration, broadcast_object_list
 from torch import nn
 
 from finetune.errors import UserError
-from finetune.methods import build_method
 from finetune.schema import HardwareSpec, Run
 
 log = logging.getLogger(__name__)
@@ -62,7 +61,7 @@ def make_accelerator(spec: HardwareSpec, grad_accum: int) -> Accelerator:
         torch.set_num_threads(spec.num_threads)
     # a multirun's jobs share a process, and Accelerate keeps the first job's precision and device in
     # process-wide state; reset it per run, except a launcher's process group (WORLD_SIZE > 1)
-    AcceleratorState._reset_state(reset_partial_state=int(os.environ.get("WORLD_SIZE", "1")) == 1)
+    AcceleratorState._reset_state(reset_partial_state=process_count() == 1)
     # split_batches: train.batch_size is the global batch, so 1 or N processes see the same batches;
     # non_blocking: batches from pinned memory go to the GPU while it still works on the last one
     loading = DataLoaderConfiguration(split_batches=True, non_blocking=not on_cpu)
@@ -71,21 +70,10 @@ def make_accelerator(spec: HardwareSpec, grad_accum: int) -> Accelerator:
 
 
 def agree_on_processes(run: Run, accelerator: Accelerator) -> Run:
-    """Under `accelerate launch`: check that the run can be split, give every process the main one's run dir,
-    and let only the main process log progress."""
-    processes = accelerator.num_processes
-    if processes == 1:
+    """Under `accelerate launch`: give every process the main one's run dir, and let only the main
+    process log progress (the plan checked that the run can be split)."""
+    if accelerator.num_processes == 1:
         return run
-    if build_method(run.method).standalone:
-        raise UserError(f"method={run.method.name}: runs outside the training loop, in one process; "
-                        "start it without accelerate launch")
-    if run.train.skip_nonfinite:
-        raise UserError("train.skip_nonfinite: not supported with several processes (they would skip different batches)")
-    eval_batch_size = run.train.evaluation_batch_size
-    for key, size in (("train.batch_size", run.train.batch_size), ("train.eval_batch_size", eval_batch_size)):
-        if size % processes:
-            raise UserError(f"{key}={size}: must be a multiple of the {processes} processes "
-                            "(it is the global batch, split across them)")
     if not accelerator.is_main_process:  # one log of the run, not one copy per process
         logging.getLogger("finetune").setLevel(logging.WARNING)
     main_dir = broadcast_object_list([run.output_dir])[0]
@@ -94,6 +82,11 @@ def agree_on_processes(run: Run, accelerator: Accelerator) -> Run:
                     accelerator.process_index, main_dir, run.output_dir)
         run = dataclasses.replace(run, output_dir=main_dir)
     return run
+
+
+def process_count() -> int:
+    """The processes a launcher (accelerate launch, torchrun) started for this run; 1 without one."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 MAX_AUTO_LOADER_WORKERS = 4

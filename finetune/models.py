@@ -79,6 +79,22 @@ def load_model(model_class: type, source: str, spec: ModelSpec, model_config: di
     return model
 
 
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Trainable and total parameters, counted as peft's print_trainable_parameters counts them."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable": trainable, "total": total}
+
+
+def submodule(model: nn.Module, path: str, key: str, family: ModelSpec) -> nn.Module:
+    """`model.get_submodule(path)`; a path the family's YAML got wrong is a one-line error naming the key."""
+    try:
+        return model.get_submodule(path)
+    except AttributeError as error:
+        raise UserError(f"model.{key}: '{path}' is not a module of {type(model).__name__} "
+                        f"(conf/model/{family.name}.yaml)") from error
+
+
 def _from_pretrained(loader, source: str, spec: ModelSpec, **kwargs):
     try:
         return loader.from_pretrained(source, trust_remote_code=spec.trust_remote_code, **kwargs)

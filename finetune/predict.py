@@ -20,14 +20,12 @@ from finetune.batching import input_lengths, sorted_batches
 from finetune.errors import EXIT_BAD_INPUT, UserError
 from finetune.logs import quiet_libraries
 from finetune.progress import progress
-from finetune.tasks import task_kind
 from finetune.trained import TrainedRun, load_run
 
 
 def predict(trained: TrainedRun, texts: list[str], batch_size: int = 32, show_progress: bool = False) -> list[dict[str, Any]]:
     """One output dict an input (a text, or an image's path), in the order of `texts`."""
-    run, task = trained.run, trained.task
-    kind = task_kind(run.dataset.task)
+    run, task, kind = trained.run, trained.task, trained.plan.kind
     placeholder = kind.placeholder_target(tuple(trained.results.label_names))
     encoded = task.encode([run.dataset.source_prefix + text for text in texts], [placeholder] * len(texts),
                           run.dataset.max_source_length or run.model.max_length)

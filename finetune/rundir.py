@@ -24,7 +24,7 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from finetune.errors import USER_ERRORS, AlreadyComplete, Escalated, RunDirInUse, UserError
 from finetune.record import RunRecord
-from finetune.schema import Run, build_run
+from finetune.plan import Plan, build_plan
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ HYDRA_FILES = (".hydra", "finetune.log", LOCK_NAME)  # written by this invocatio
 IN_USE = "hydra.run.dir: {run_dir} is in use by another finetune process; wait for it, or choose another run dir"
 
 
-class Plan(Enum):
+class Action(Enum):
     FRESH = "fresh"  # nothing there: start
     RESUME = "resume"  # the same config, failed, interrupted or died: continue from its checkpoint
     COMPLETE = "complete"  # the same config, completed: report it, train nothing
@@ -43,7 +43,7 @@ class Plan(Enum):
 
 @dataclass(frozen=True)
 class RunDirState:
-    plan: Plan
+    action: Action
     record: RunRecord | None  # the earlier results.json, if any
 
 
@@ -58,9 +58,10 @@ def read_record(run_dir: Path) -> RunRecord | None:
         raise UserError(f"hydra.run.dir: {path} cannot be read ({error}); move it away or choose another run dir") from error
 
 
-def plan_run_dir(run: Run, in_sweep: bool = False) -> RunDirState:
-    """Decide what this invocation does with `run.output_dir`; refuse (UserError) what would destroy a
+def plan_run_dir(plan: Plan, in_sweep: bool = False) -> RunDirState:
+    """Decide what this invocation does with the run's dir; refuse (UserError) what would destroy a
     result. `in_sweep`: the dir is one job's of a sweep, which is redone by deleting it."""
+    run = plan.run
     run_dir = Path(run.output_dir)
     record = read_record(run_dir)
     key, way_out = (("hydra.sweep.dir", f"delete {run_dir} to run this job again")
@@ -71,19 +72,19 @@ def plan_run_dir(run: Run, in_sweep: bool = False) -> RunDirState:
         leftovers = [name for name in leftovers if name != "results.json"]
         if leftovers and not run.restart:
             raise UserError(f"{key}: {run_dir} holds {', '.join(leftovers)} but no results.json; {way_out}")
-        return RunDirState(Plan.RESTART if leftovers or record else Plan.FRESH, None)
+        return RunDirState(Action.RESTART if leftovers or record else Action.FRESH, None)
     if run.restart:
-        return RunDirState(Plan.RESTART, record)
-    if record.config_hash != run.config_hash():
+        return RunDirState(Action.RESTART, record)
+    if record.config_hash != plan.config_hash:
         raise UserError(
             f"{key}: {run_dir} holds a {record.status} run of another config "
             f"({record.model} + {record.method} on {record.dataset}, config_hash "
             f"{record.config_hash}); {way_out}")
     if record.status == "completed":
-        return RunDirState(Plan.COMPLETE, record)
+        return RunDirState(Action.COMPLETE, record)
     if RunLock.held(run_dir):
         raise RunDirInUse(IN_USE.format(run_dir=run_dir))
-    return RunDirState(Plan.RESUME, record)
+    return RunDirState(Action.RESUME, record)
 
 
 class RunLock:
@@ -163,8 +164,18 @@ class RunDirCheck(Callback):
             job.output_dir = os.path.abspath(config.hydra.run.dir)
             job.overrides = list(config.hydra.overrides.task)
         try:
-            state = plan_run_dir(build_run(job))
+            plan = build_plan(job)
+            state = plan_run_dir(plan)
         except USER_ERRORS as error:
             raise Escalated(error) from error
-        if state.plan is Plan.COMPLETE:
+        if state.action is Action.COMPLETE:
             raise AlreadyComplete(state.record, Path(job.output_dir))
+        _checked[job.output_dir] = (plan, state)
+
+
+_checked: dict[str, tuple[Plan, RunDirState]] = {}  # single runs RunDirCheck planned, by output dir
+
+
+def checked_before(output_dir: str) -> tuple[Plan, RunDirState] | None:
+    """The plan and dir state `RunDirCheck` made for this single run before Hydra started it, once."""
+    return _checked.pop(os.path.abspath(output_dir), None)

@@ -1,10 +1,13 @@
-"""The recipe every run follows, top to bottom: set up, train, evaluate, save."""
+"""The recipe every run follows, top to bottom: load the data, build the model, encode, train,
+evaluate, save. `execute` wraps it with what every run keeps: results.json, TensorBoard, peak
+memory, checkpoints to resume from, and a clean stop on signals."""
 
 from __future__ import annotations
 
 import errno
 import json
 import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,21 +17,22 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from finetune.artifacts import ResultsFile, Tracker, save_model
-from finetune.files import write_text_atomic
-from finetune.batching import LengthGroupedBatches, make_loader, sorted_batches, tokenize
+from finetune.batching import LengthGroupedBatches, make_loader, sorted_batches
 from finetune.checkpoint import BestCheckpoint, Checkpoints
 from finetune.data import load_splits
-from finetune.engine import Trainer, evaluate, planned_steps
+from finetune.engine import Trainer, planned_steps
 from finetune.errors import Interrupted, RunError, UserError
-from finetune.feature_cache import frozen_features
+from finetune.evaluation import evaluate
+from finetune.files import write_text_atomic
+from finetune.frozen import FrozenFeatures, frozen_features
+from finetune.guards import StopSignals, stop_on_signals
 from finetune.hardware import PeakMemory, agree_on_processes, compiled, loader_workers, make_accelerator, run_precision
-from finetune.methods import Method, build_method, count_parameters
-from finetune.models import load_model, load_tokenizer, model_source
-from finetune.record import Outcome
-from finetune.schema import Run
-from finetune.signals import StopSignals, stop_on_signals
-from finetune.tasks import Task, build_task, task_kind
+from finetune.models import count_parameters, load_model, load_tokenizer, model_source
+from finetune.plan import Plan
+from finetune.record import Outcome, RunRecord
+from finetune.tasks import Task
 from finetune.tasks.columns import LabelledSplits
+from finetune.tasks.encoding import Tokenized, tokenize
 
 log = logging.getLogger(__name__)
 
@@ -37,26 +41,45 @@ SAMPLES_IN_TENSORBOARD = 5
 WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
-def execute(run: Run) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Session:
+    """What one execution of a run holds for its stages."""
+
+    plan: Plan
+    accelerator: Accelerator
+    tracker: Tracker
+    memory: PeakMemory
+    checkpoints: Checkpoints
+    resume_from: Path | None
+    stop: StopSignals
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.plan.run.output_dir)
+
+
+def execute(plan: Plan) -> RunRecord:
     """Run one experiment, resuming from the newest checkpoint in its run dir if there is one.
 
-    results.json says `completed` only if every step finished, `interrupted` after SIGTERM (a
-    checkpoint was saved) and `failed` with the error otherwise.
+    results.json says `completed` only if every step finished, `interrupted` after SIGTERM or SIGINT
+    (what was finished is kept) and `failed` with the error otherwise.
     """
-    accelerator = make_accelerator(run.hardware, run.train.grad_accum)
-    run = agree_on_processes(run, accelerator)
+    accelerator = make_accelerator(plan.run.hardware, plan.run.train.grad_accum)
+    plan = replace(plan, run=agree_on_processes(plan.run, accelerator))
+    run = plan.run
     main = accelerator.is_main_process  # only the main process writes files
     checkpoints = Checkpoints(Path(run.output_dir) / "checkpoints", run.train.keep_checkpoints)
     resume_from = checkpoints.latest()
-    results = ResultsFile(run, write=main)
+    results = ResultsFile(plan, write=main)
     # purge_step drops TensorBoard events written after the checkpoint by the run that died
     tracker = Tracker(Path(run.output_dir) / "tensorboard", purge_step=checkpoints.step(resume_from), write=main)
     memory = PeakMemory()
     try:
         with stop_on_signals() as stop:
-            outcome = _execute(run, accelerator, tracker, memory, checkpoints, resume_from, stop)
+            session = Session(plan, accelerator, tracker, memory, checkpoints, resume_from, stop)
+            outcome = _standalone(session) if plan.method.standalone else _recipe(session)
             tracker.hparams(run, outcome)
-            return results.complete(outcome)
+            return RunRecord.from_dict(results.complete(outcome))
     except Interrupted as error:
         results.interrupt(error)
         raise
@@ -74,73 +97,97 @@ def execute(run: Run) -> dict[str, Any]:
         tracker.close()
 
 
-def _execute(run: Run, accelerator: Accelerator, tracker: Tracker, memory: PeakMemory, checkpoints: Checkpoints,
-             resume_from: Path | None, stop: StopSignals) -> Outcome:
-    run_dir = Path(run.output_dir)
-    set_seed(run.train.seed)
+def _recipe(session: Session) -> Outcome:
+    """A network run: load, build, encode, train, evaluate, save."""
+    plan, accelerator = session.plan, session.accelerator
+    data = _load_data(session)
+    source = model_source(plan.run.model)
+    log.info("Model %s from %s on %s", plan.run.model.name, source, accelerator.device)
+    tokenizer = load_tokenizer(source, plan.run.model)
+    task = plan.kind.build(plan.run, tokenizer, data.label_names)
+    model = load_model(task.model_class, source, plan.run.model, task.model_kwargs(), tokenizer.pad_token_id)
     with accelerator.main_process_first():  # one process fills the datasets cache, the others read it
-        data = load_splits(run.dataset, run.train.seed)
+        tokenized = tokenize(data.splits, task, _source_length(plan, task, model), plan.run.dataset.source_prefix)
+    encoded = tokenized.splits
+    order = LengthGroupedBatches(encoded["train"]["length"], plan.run.train.batch_size, plan.run.train.seed) \
+        if plan.method.trains else None
+    model = plan.method.prepare(model, plan.run.model, task, planned_steps(len(order), plan.run.train)[0] if order else 0)
+    params = count_parameters(model)
+    log.info("Method %s: %s of %s parameters trainable (%.2f%%)", plan.run.method.name,
+             f"{params['trainable']:,}", f"{params['total']:,}", 100 * params["trainable"] / params["total"])
+    model = accelerator.prepare(model)
+
+    evaluated = [role for role in ("validation", "test") if role in encoded]
+    cached = (["train"] if plan.method.trains else []) + evaluated
+    features = frozen_features(plan, accelerator.unwrap_model(model), task, {r: encoded[r] for r in cached}, accelerator)
+    loader = _loader_maker(session, features, encoded, task)
+    batch_size = plan.run.train.evaluation_batch_size
+    loaders = {role: loader(role, task.collate_eval, sorted_batches(encoded[role]["length"], batch_size))
+               for role in evaluated}
+    with features.replaying():
+        training, metrics = _train(session, model, task, loader("train", task.collate, order), order, loaders) \
+            if plan.method.trains else ({}, {})
+        task = _evaluate(session, model, task, loaders, metrics, training.get("optimizer_steps", 0))
+    peak = _log_final(session, metrics, training.get("optimizer_steps", 0))
+    if accelerator.is_main_process:
+        save_model(accelerator.unwrap_model(model), task.processor, session.run_dir / "model")
+    return _outcome(session, data, task, params, metrics, training, tokenized, source, features, peak)
+
+
+def _load_data(session: Session) -> LabelledSplits:
+    run = session.plan.run
+    set_seed(run.train.seed)
+    with session.accelerator.main_process_first():  # one process fills the datasets cache, the others read it
+        data = load_splits(run.dataset, session.plan.kind, run.train.seed)
     log.info("Data %s: %s; labels %s", run.dataset.name,
              ", ".join(f"{role} {len(split)}" for role, split in data.splits.items()), list(data.label_names))
-    method = build_method(run.method)
-    if method.standalone:
-        return _execute_standalone(run, method, data, tracker, memory, accelerator)
+    return data
 
-    source = model_source(run.model)
-    log.info("Model %s from %s on %s", run.model.name, source, accelerator.device)
-    tokenizer = load_tokenizer(source, run.model)
-    task = build_task(run, tokenizer, data.label_names)
-    model = load_model(task.model_class, source, run.model, task.model_kwargs(), tokenizer.pad_token_id)
-    max_length = _fit_source_length(run, method, task, model)
-    with accelerator.main_process_first():
-        tokenized = tokenize(data.splits, task, max_length, run.dataset.source_prefix)
-    encoded = tokenized.splits
-    batches = LengthGroupedBatches(encoded["train"]["length"], run.train.batch_size, run.train.seed) if method.trains else None
-    total_steps = planned_steps(len(batches), run.train)[0] if batches else 0
-    model = method.prepare(model, run.model, task, total_steps)
-    params = count_parameters(model)
-    log.info("Method %s: %s of %s parameters trainable (%.2f%%)", run.method.name,
-             f"{params['trainable']:,}", f"{params['total']:,}", 100 * params["trainable"] / params["total"])
 
-    model = accelerator.prepare(model)
-    eval_roles = [role for role in ("validation", "test") if role in encoded]
-    roles = (["train"] if method.trains else []) + eval_roles
-    features = frozen_features(run, method, accelerator.unwrap_model(model), task,
-                               {role: encoded[role] for role in roles}, accelerator)
+def _loader_maker(session: Session, features: FrozenFeatures, encoded: dict[str, Any],
+                  task: Task) -> Callable[..., DataLoader]:
+    """loader(role, collate, batch_sampler): a prepared DataLoader of `role`, on its cached frozen states if any."""
+    workers = loader_workers(session.plan.run.hardware, session.plan.kind.decodes_in_loader)
 
-    workers = loader_workers(run.hardware, task_kind(run.dataset.task).decodes_in_loader)
-
-    def loader(role: str, collate: Callable, batch_sampler) -> DataLoader:
+    def loader(role: str, collate: Callable, batch_sampler: Any) -> DataLoader:
         dataset, collate = features.attach(role, encoded[role].remove_columns("length"), collate)
-        return accelerator.prepare(make_loader(dataset, collate, batch_sampler, workers))
+        return session.accelerator.prepare(make_loader(dataset, collate, batch_sampler, workers))
 
-    eval_batch_size = run.train.evaluation_batch_size
-    loaders = {role: loader(role, task.collate_eval, sorted_batches(encoded[role]["length"], eval_batch_size))
-               for role in eval_roles}
-    training: dict[str, Any] = {}
-    metrics: dict[str, dict[str, float]] = {}
-    with features.replaying():
-        if method.trains:
-            best = BestCheckpoint(run_dir / "checkpoints")
-            trainer = Trainer(compiled(model, run.hardware), loader("train", task.collate, batches), batches,
-                              loaders["validation"], run.train, task, method, accelerator, tracker, checkpoints, best, stop)
-            summary = trainer.fit(resume_from, run.config_hash())
-            best.restore(accelerator.unwrap_model(model))
-            training = {key: value for key, value in vars(summary).items() if key != "best_validation"}
-            metrics["validation"] = summary.best_validation
-        final_step = training.get("optimizer_steps", 0)
-        for role, eval_loader in loaders.items():
-            if role not in metrics:
-                evaluation = evaluate(model, eval_loader, task, accelerator, method)
-                metrics[role] = evaluation.metrics
-                if accelerator.is_main_process:
-                    _write_samples(evaluation.samples, run_dir / f"samples_{role}.jsonl", tracker, role, final_step)
-            if role == "validation":
-                task = task.calibrated(metrics[role])  # e.g. the test split uses the validation's threshold
-    peak = _log_final(tracker, metrics, memory.peak_mb(accelerator.device), final_step)
+    return loader
 
-    if accelerator.is_main_process:
-        save_model(accelerator.unwrap_model(model), task.processor, run_dir / "model")
+
+def _train(session: Session, model: nn.Module, task: Task, train_loader: DataLoader, order: LengthGroupedBatches,
+           loaders: dict[str, DataLoader]) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+    """The training loop; then the best epoch's weights back in the model. Returns the loop's summary
+    for results.json and the best epoch's validation metrics."""
+    plan, accelerator = session.plan, session.accelerator
+    best = BestCheckpoint(session.run_dir / "checkpoints")
+    trainer = Trainer(compiled(model, plan.run.hardware), train_loader, order, loaders["validation"], plan.run.train,
+                      task, plan.method, accelerator, session.tracker, session.checkpoints, best, session.stop)
+    summary = trainer.fit(session.resume_from, plan.config_hash)
+    best.restore(accelerator.unwrap_model(model))
+    training = {key: value for key, value in vars(summary).items() if key != "best_validation"}
+    return training, {"validation": summary.best_validation}
+
+
+def _evaluate(session: Session, model: nn.Module, task: Task, loaders: dict[str, DataLoader],
+              metrics: dict[str, dict[str, float]], step: int) -> Task:
+    """Score the splits training did not (test; validation too for a method that does not train),
+    writing generated samples; returns the task as the validation calibrated it."""
+    for role, loader in loaders.items():
+        if role not in metrics:
+            evaluation = evaluate(model, loader, task, session.accelerator, session.plan.method)
+            metrics[role] = evaluation.metrics
+            if session.accelerator.is_main_process:
+                _write_samples(evaluation.samples, session.run_dir / f"samples_{role}.jsonl", session.tracker, role, step)
+        if role == "validation":
+            task = task.calibrated(metrics[role])  # e.g. the test split uses the validation's threshold
+    return task
+
+
+def _outcome(session: Session, data: LabelledSplits, task: Task, params: dict[str, int],
+             metrics: dict[str, dict[str, float]], training: dict[str, Any], tokenized: Tokenized, source: str,
+             features: FrozenFeatures, peak: float) -> Outcome:
     # the training split's frozen features, if this run computed them, count as training time
     loop_seconds = training.get("train_seconds", 0.0)
     train_seconds = loop_seconds + features.seconds("train")
@@ -149,20 +196,21 @@ def _execute(run: Run, accelerator: Accelerator, tracker: Tracker, memory: PeakM
         metrics=metrics, main_metric=task.main_metric, label_names=list(data.label_names), params=params,
         train_seconds=train_seconds, train_samples_per_second=samples / train_seconds if train_seconds else 0.0,
         peak_memory_mb=peak, truncated={"max_length": tokenized.max_length, **tokenized.truncated}, training=training,
-        model_source=source, device=str(accelerator.device), precision=run_precision(accelerator),
+        model_source=source, device=str(session.accelerator.device), precision=run_precision(session.accelerator),
         frozen_features=features.report,
     )
 
 
-def _fit_source_length(run: Run, method: Method, task: Task, model: nn.Module) -> int:
+def _source_length(plan: Plan, task: Task, model: nn.Module) -> int:
     """Source tokens kept per input: the configured length, cut (and logged) where a sequence would
     outgrow the model's position embeddings, e.g. a 512-position GPT-Neo summarizing 512-token articles."""
+    run = plan.run
     requested = run.dataset.max_source_length or run.model.max_length
-    _warn_if_shadowed(run)
+    _warn_if_shadowed(plan)
     positions = getattr(model.config, "max_position_embeddings", None)  # None: relative positions (T5)
     if positions is None:
         return requested
-    virtual = method.reserved_positions()  # soft prompts and prefixes take positions too
+    virtual = plan.method.reserved_positions()  # soft prompts and prefixes take positions too
     available = positions - virtual - task.positions_after_source()
     if available < 1:
         raise UserError(f"model: {run.model.name} has {positions} positions, fewer than the {positions - available} that "
@@ -175,9 +223,10 @@ def _fit_source_length(run: Run, method: Method, task: Task, model: nn.Module) -
     return min(requested, available)
 
 
-def _warn_if_shadowed(run: Run) -> None:
+def _warn_if_shadowed(plan: Plan) -> None:
     """Say so when the input length the user set is not the one used: dataset.max_source_length,
     set by a preset or the data set's config, wins over model.max_length."""
+    run = plan.run
     given = {override.lstrip("+").split("=", 1)[0] for override in run.overrides}
     if run.dataset.max_source_length and "model.max_length" in given and "dataset.max_source_length" not in given:
         log.warning("model.max_length=%d is not the input length: dataset.max_source_length=%d (from a preset or the "
@@ -185,28 +234,31 @@ def _warn_if_shadowed(run: Run) -> None:
                     run.dataset.max_source_length)
 
 
-def _execute_standalone(run: Run, method: Method, data: LabelledSplits, tracker: Tracker, memory: PeakMemory,
-                        accelerator: Accelerator) -> Outcome:
+def _standalone(session: Session) -> Outcome:
     """Methods outside the training loop (the classic baselines): the same results fields."""
-    source = model_source(run.model) if method.uses_model else None
-    task = build_task(run, None, data.label_names)  # only its metrics are used
-    outcome = method.fit_standalone(run, data, task, source, accelerator.device, Path(run.output_dir) / "model")
-    peak = _log_final(tracker, outcome.metrics, memory.peak_mb(accelerator.device), step=0)
+    plan = session.plan
+    data = _load_data(session)
+    source = model_source(plan.run.model) if plan.method.uses_model else None
+    task = plan.kind.build(plan.run, None, data.label_names)  # only its metrics are used
+    outcome = plan.method.fit_standalone(plan.run, plan.kind, data, task, source, session.accelerator.device,
+                                         session.run_dir / "model")
+    peak = _log_final(session, outcome.metrics, step=0)
     return Outcome(
         metrics=outcome.metrics, main_metric=task.main_metric, label_names=list(data.label_names),
         params=outcome.params, train_seconds=outcome.train_seconds,
         train_samples_per_second=outcome.train_samples_per_second, peak_memory_mb=peak, truncated=outcome.truncated,
-        training={}, model_source=source, device=str(accelerator.device),
+        training={}, model_source=source, device=str(session.accelerator.device),
         precision="fp32",  # scikit-learn, and an encoder run without autocast
         frozen_features={},  # the SVM's embeddings are cached whole; their time is in train_seconds
     )
 
 
-def _log_final(tracker: Tracker, metrics: dict[str, dict[str, float]], peak_mb: float, step: int) -> float:
+def _log_final(session: Session, metrics: dict[str, dict[str, float]], step: int) -> float:
     """Every split's final metrics and the run's peak memory to TensorBoard; returns the peak."""
+    peak_mb = session.memory.peak_mb(session.accelerator.device)
     for role, values in metrics.items():
-        tracker.log(f"final_{role}", values, step)
-    tracker.log("system", {"peak_memory_mb": peak_mb}, step)
+        session.tracker.log(f"final_{role}", values, step)
+    session.tracker.log("system", {"peak_memory_mb": peak_mb}, step)
     return peak_mb
 
 

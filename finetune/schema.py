@@ -1,8 +1,9 @@
 """Typed schema of a run: frozen dataclasses that Hydra composes into and validates against.
 
 Every YAML under `conf/` merges into these classes, so a misspelled key or a wrong type fails at
-composition. `OmegaConf.to_object` turns the composed config into a `Run`, whose `__post_init__`
-checks run before anything is loaded.
+composition. `OmegaConf.to_object` turns the composed config into a `Run`; each class checks its
+own fields in `__post_init__`. Checks that span parts (a family that refuses a method, a task
+kind's refusals) are the plan's (finetune.plan), which this module knows nothing of.
 """
 
 from __future__ import annotations
@@ -10,23 +11,16 @@ from __future__ import annotations
 import codecs
 import hashlib
 import json
-import math
-import os
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, List, Optional
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING
 
-from finetune.compat import known_break
 from finetune.errors import UserError, one_of, require
-from finetune.methods import METHODS, MethodSpec, build_method
-from finetune.sweep_names import job_number, outputs_dir, swept_label
 
 ARCHITECTURES = ("encoder", "seq2seq", "causal", "vision_language")
 DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-BUNDLED_DIR = Path(__file__).parent / "bundled"
 TRAIN_BOOKKEEPING = ("log_every_steps", "save_every_steps", "keep_checkpoints")  # train.* keys outside config_hash
 # keys added after runs existed: config_hash leaves them out at their defaults, so those runs' hashes stay valid
 LATER_KEYS = (("train", "feature_cache"), ("dataset", "image_column"), ("dataset", "prompt_template"),
@@ -104,9 +98,6 @@ class DatasetSpec:
     max_eval_samples: Optional[int] = None  # per evaluation split
 
     def __post_init__(self) -> None:
-        from finetune.tasks import task_kind  # the kinds import torch; a run is validated in its job only
-
-        task_kind(self.task)
         try:
             codecs.lookup(self.encoding)
         except LookupError:
@@ -214,6 +205,18 @@ class HardwareSpec:
 
 
 @dataclass(frozen=True)
+class MethodSpec:
+    """A method's settings; each method's YAML extends one subclass (finetune/methods/).
+
+    `name` is the YAML's own (a variant such as lora_alpha32 keeps it in results, run dirs and the
+    report); `kind` names the class that runs it and is fixed by the subclass.
+    """
+
+    name: str = MISSING
+    kind: str = MISSING
+
+
+@dataclass(frozen=True)
 class Run:
     """One fully specified, validated and immutable run: the only input of the engine."""
 
@@ -229,119 +232,33 @@ class Run:
 
     def __post_init__(self) -> None:
         require(isinstance(self.method, MethodSpec), "method", "must be chosen with method=NAME")
-        name = self.method.name
-        reason = self.model.unsupported.get(name) or self.model.unsupported.get(self.method.kind)
-        require(reason is None, "method", f"{name} does not apply to model={self.model.name}: {reason}")
-        if self.generates_text():
-            unsupported = self.model.unsupported_for_generation
-            reason = unsupported.get(name) or unsupported.get(self.method.kind)
-            require(reason is None, "method", f"{name} does not apply to model={self.model.name} "
-                                              f"for dataset.task={self.dataset.task}: {reason}")
-        reason = build_method(self.method).refusal(self)
-        require(reason is None, "method", str(reason))
-        reason = self._task_kind().refusal(self)
-        if reason is not None:
-            raise UserError(reason)
-        reason = known_break(self)
-        require(reason is None, "method", str(reason))
         object.__setattr__(self, "overrides", tuple(self.overrides))
-
-    def config_hash(self) -> str:
-        """Identity of what the run computes: model, data, method, the training settings that change
-        results, and the generation settings where the run generates text.
-
-        Hardware, the output location and bookkeeping (checkpoint and logging cadence) are left
-        out, so a run may resume on another machine or with other checkpoint settings.
-        """
-        identity: dict[str, Any] = {key: asdict(getattr(self, key)) for key in ("model", "dataset", "method")}
-        del identity["method"]["kind"]  # method_kind says it (and the hashes of earlier runs stay valid)
-        for section, key in NOT_IN_HASH:  # facts about the family, not what is computed
-            del identity[section][key]
-        identity["method_kind"] = type(self.method).__name__
-        identity["train"] = {key: value for key, value in asdict(self.train).items() if key not in TRAIN_BOOKKEEPING}
-        for section, key in LATER_KEYS:
-            if getattr(getattr(self, section), key) == _default(type(getattr(self, section)), key):
-                del identity[section][key]
-        if self.generates_text():
-            identity["generation"] = asdict(self.generation)
-        return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-    def generates_text(self) -> bool:
-        """Whether evaluation generates text, so that `generation.*` changes the results."""
-        return self._task_kind().generates_text or self.uses_text_to_text()
-
-    def _task_kind(self) -> Any:
-        from finetune.tasks import task_kind
-
-        return task_kind(self.dataset.task)
 
     def uses_text_to_text(self) -> bool:
         """Whether the family classifies by generating label names with this method (its YAML lists them)."""
         return bool({self.method.name, self.method.kind} & set(self.model.text_to_text_methods))
 
 
+def config_hash(run: Run, generates_text: bool) -> str:
+    """Identity of what the run computes: model, data, method, the training settings that change
+    results, and the generation settings where the run generates text (`generates_text`).
+
+    Hardware, the output location and bookkeeping (checkpoint and logging cadence) are left out, so
+    a run may resume on another machine or with other checkpoint settings.
+    """
+    identity: dict[str, Any] = {key: asdict(getattr(run, key)) for key in ("model", "dataset", "method")}
+    del identity["method"]["kind"]  # method_kind says it (and the hashes of earlier runs stay valid)
+    for section, key in NOT_IN_HASH:  # facts about the family, not what is computed
+        del identity[section][key]
+    identity["method_kind"] = type(run.method).__name__
+    identity["train"] = {key: value for key, value in asdict(run.train).items() if key not in TRAIN_BOOKKEEPING}
+    for section, key in LATER_KEYS:
+        if getattr(getattr(run, section), key) == _default(type(getattr(run, section)), key):
+            del identity[section][key]
+    if generates_text:
+        identity["generation"] = asdict(run.generation)
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def _default(schema: type, key: str) -> Any:
     return next(spec.default for spec in fields(schema) if spec.name == key)
-
-
-def _writable(schema: type) -> DictConfig:
-    # OmegaConf marks frozen dataclasses read-only, which would stop Hydra from merging YAML and
-    # overrides into them; the dataclass stays frozen for the Run that to_object builds.
-    node = OmegaConf.structured(schema)
-
-    def unlock(config: DictConfig) -> None:
-        OmegaConf.set_readonly(config, None)
-        for key in config.keys():
-            child = config._get_node(key)
-            if isinstance(child, DictConfig):
-                unlock(child)
-
-    unlock(node)
-    return node
-
-
-def register_configs() -> None:
-    """Put the schemas in Hydra's ConfigStore and register the resolvers conf/ uses: `bundled`,
-    `tiny_model`, and the run-dir names' `finetune_swept`, `finetune_outputs` and `finetune_job`."""
-    from hydra.core.config_store import ConfigStore
-
-    store = ConfigStore.instance()
-    store.store(name="run_schema", node=_writable(Run))
-    for kind, method in METHODS.items():
-        store.store(group="schema/method", name=kind, node=_writable(method.spec_class))
-    if not OmegaConf.has_resolver("bundled"):
-        OmegaConf.register_new_resolver("bundled", lambda name: str(BUNDLED_DIR / name))
-    if not OmegaConf.has_resolver("tiny_model"):
-        OmegaConf.register_new_resolver("tiny_model", _tiny_model)
-    for name, resolver in (("finetune_swept", swept_label), ("finetune_outputs", outputs_dir), ("finetune_job", job_number)):
-        if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, resolver)
-
-
-def _tiny_model(family: str) -> str:
-    """$FINETUNE_TINY_MODELS/<family>, for +smoke=tiny."""
-    root = os.environ.get("FINETUNE_TINY_MODELS")
-    if not root:
-        raise UserError("+smoke=tiny runs tiny models from $FINETUNE_TINY_MODELS, which is not set; build them once with "
-                        "`python -m finetune.tiny ~/.cache/finetune-tiny` and export FINETUNE_TINY_MODELS=~/.cache/finetune-tiny")
-    return str(Path(root).expanduser() / family)
-
-
-def build_run(config: DictConfig) -> Run:
-    """Turn a composed config into a validated `Run` (raises UserError on bad values)."""
-    run = OmegaConf.to_object(config)
-    if not isinstance(run, Run):
-        raise UserError("the composed config is not a run; does conf/config.yaml list run_schema?")
-    for key, value in _floats(run):
-        require(math.isfinite(value), key, f"must be a finite number, got {value}")
-    return run
-
-
-def _floats(spec: Any, prefix: str = "") -> Iterator[tuple[str, float]]:
-    """Every float setting of a run, as (dotted key, value)."""
-    for item in fields(spec):
-        value = getattr(spec, item.name)
-        if is_dataclass(value):
-            yield from _floats(value, f"{prefix}{item.name}.")
-        elif isinstance(value, float):
-            yield f"{prefix}{item.name}", value

@@ -1,5 +1,5 @@
 """Shared fixtures: a tiny random BERT built from the real bert-base-uncased vocabulary, small data
-sets written on the fly, and `compose_run`, which composes the real conf/ the way `finetune` does."""
+sets written on the fly, and `compose_plan`, which composes the real conf/ the way `finetune` does."""
 
 from __future__ import annotations
 
@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
 
-from finetune.cli import CONF_DIR
 from finetune.errors import UserError
-from finetune.schema import Run, build_run
+from finetune.plan import CONF_DIR, Plan, register_configs
+from finetune.plan import compose_plan as compose_plan_of
 from finetune.tiny import save_tiny_model
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -100,8 +101,9 @@ def _network_methods() -> tuple[str, ...]:
     a new method YAML joins the family x method matrices without a test edit."""
     from finetune.methods import METHODS
 
+    register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        kinds = {path.stem: compose(config_name="config", overrides=[f"method={path.stem}"]).method.kind
+        kinds = {path.stem: hydra_compose(config_name="config", overrides=[f"method={path.stem}"]).method.kind
                  for path in sorted((CONF_DIR / "method").glob("*.yaml"))}
     return tuple(name for name, kind in kinds.items() if not METHODS[kind].standalone)
 
@@ -155,32 +157,42 @@ def sentiment_dir(tmp_path_factory) -> Path:
     return write_splits(tmp_path_factory.mktemp("sentiment"), sentiment_rows, (160, 48, 48))
 
 
-@pytest.fixture
-def compose_run(tmp_path) -> Callable[..., Run]:
-    """Compose conf/ with overrides, as `finetune OVERRIDES` would, into a Run writing to tmp_path."""
+def load_data(dataset, seed: int):
+    """The splits of a DatasetSpec as a run of its task loads them."""
+    from finetune.data import load_splits
+    from finetune.tasks import task_kind
 
-    def compose_with(*overrides: str, output_dir: Path | None = None) -> Run:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            config = compose(
-                config_name="config",
-                overrides=[*overrides, f"output_dir={output_dir or tmp_path / 'run'}", "overrides=[]"],
-            )
-        return build_run(config)
+    return load_splits(dataset, task_kind(dataset.task), seed)
+
+
+def compose(*overrides: str, output_dir: Path) -> Plan:
+    """conf/ composed with overrides, as `finetune OVERRIDES` would, into a Plan writing to
+    output_dir: the one way the tests build a run, from fixtures of any scope."""
+    return compose_plan_of(list(overrides), output_dir)
+
+
+@pytest.fixture
+def compose_plan(tmp_path) -> Callable[..., Plan]:
+    """compose(...) writing to tmp_path/run unless told otherwise."""
+
+    def compose_with(*overrides: str, output_dir: Path | None = None) -> Plan:
+        return compose(*overrides, output_dir=output_dir or tmp_path / "run")
 
     return compose_with
 
 
-@pytest.fixture
-def tiny_run(compose_run, tiny_bert, sentiment_dir) -> Callable[..., Run]:
-    """A Run of the tiny BERT on the sentiment data; extra overrides come last and win."""
+def tiny_overrides(tiny_bert: Path, sentiment_dir: Path) -> tuple[str, ...]:
+    """The tiny BERT on the sentiment data, on the CPU, in a few seconds."""
+    return ("model=bert", f"model.path={tiny_bert}", "model.max_length=32", "dataset=local",
+            f"dataset.path={sentiment_dir}", "hardware=cpu", "train.batch_size=16", "train.lr=2e-3", "train.epochs=2")
 
-    def make(*overrides: str, output_dir: Path | None = None) -> Run:
-        return compose_run(
-            "model=bert", f"model.path={tiny_bert}", "model.max_length=32",
-            "dataset=local", f"dataset.path={sentiment_dir}",
-            "hardware=cpu", "train.batch_size=16", "train.lr=2e-3", "train.epochs=2",
-            *overrides, output_dir=output_dir,
-        )
+
+@pytest.fixture
+def tiny_plan(compose_plan, tiny_bert, sentiment_dir) -> Callable[..., Plan]:
+    """A Plan of the tiny BERT on the sentiment data; extra overrides come last and win."""
+
+    def make(*overrides: str, output_dir: Path | None = None) -> Plan:
+        return compose_plan(*tiny_overrides(tiny_bert, sentiment_dir), *overrides, output_dir=output_dir)
 
     return make
 
@@ -285,6 +297,11 @@ def run_in_process(*args: str, env: dict[str, str] | None = None) -> CliResult:
     code = 0
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "argv", ["finetune", *args])
+        # Hydra's logging setup closes every handler, and absl's (tensorboard imports it) then closes its
+        # stream, which in a test is pytest's capture of stderr
+        from absl.logging import PythonHandler
+
+        patch.setattr(PythonHandler, "close", lambda self: self.flush())
         for key, value in (env or {}).items():
             patch.setenv(key, value)
         with redirect_stdout(stdout), redirect_stderr(stderr):

@@ -16,25 +16,16 @@ from finetune.predict import predict
 from finetune.runner import execute
 from finetune.trained import load_run
 
-from conftest import EMOTION_WORDS
+from conftest import EMOTION_WORDS, compose
 
 TEXTS = ["a wonderful and moving film", "dull boring plot", "the acting was superb", "bland"]
 
 
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory, tiny_model, sentiment_dir):
-    from hydra import compose, initialize_config_dir
-
-    from finetune.cli import CONF_DIR
-    from finetune.schema import build_run
-
     def make(*overrides: str) -> Path:
         output_dir = tmp_path_factory.mktemp("run")
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            config = compose(config_name="config", overrides=[
-                "hardware=cpu", "train.batch_size=16", "model.max_length=32", *overrides,
-                f"output_dir={output_dir}", "overrides=[]"])
-        execute(build_run(config))
+        execute(compose("hardware=cpu", "train.batch_size=16", "model.max_length=32", *overrides, output_dir=output_dir))
         return output_dir
 
     return make

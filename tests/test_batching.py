@@ -44,13 +44,13 @@ def test_long_texts_are_truncated_and_counted_in_the_log(tiny_bert, caplog):
     from datasets import Dataset
     from transformers import AutoTokenizer
 
-    from finetune.batching import tokenize
+    from finetune.tasks.encoding import tokenize
     from finetune.tasks import ModelParts
     from finetune.tasks.classification import HeadClassification
 
     texts = ["short one", "a much longer text " * 20, "another very long text " * 20]
     splits = {"train": Dataset.from_dict({"text": texts, "labels": [0, 1, 0]})}
-    with caplog.at_level(logging.INFO, logger="finetune.batching"):
+    with caplog.at_level(logging.INFO, logger="finetune.tasks.encoding"):
         task = HeadClassification(AutoTokenizer.from_pretrained(tiny_bert), ModelParts("bert.encoder.layer", (), ()), ("a", "b"))
         tokenized = tokenize(splits, task, max_length=16)
     assert max(tokenized.splits["train"]["length"]) == 16

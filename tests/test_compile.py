@@ -19,9 +19,9 @@ def test_compile_wraps_the_model_only_when_asked():
 @pytest.mark.slow
 @pytest.mark.parametrize("method", [("method=full",), ("method=last_layers", "method.num_layers=1")],
                          ids=["full", "last_layers"])  # last_layers: its frozen block replays cached states
-def test_a_compiled_run_matches_the_eager_run(tiny_run, tmp_path, method):
+def test_a_compiled_run_matches_the_eager_run(tiny_plan, tmp_path, method):
     settings = ("train.epochs=1", "train.max_steps=4", *method)
-    eager = execute(tiny_run(*settings, output_dir=tmp_path / "eager"))
-    fast = execute(tiny_run(*settings, "hardware.compile=true", output_dir=tmp_path / "compiled"))
-    assert fast["status"] == "completed"
-    assert fast["metrics"]["test"]["loss"] == pytest.approx(eager["metrics"]["test"]["loss"], rel=1e-3)
+    eager = execute(tiny_plan(*settings, output_dir=tmp_path / "eager"))
+    fast = execute(tiny_plan(*settings, "hardware.compile=true", output_dir=tmp_path / "compiled"))
+    assert fast.status == "completed"
+    assert fast.metrics["test"]["loss"] == pytest.approx(eager.metrics["test"]["loss"], rel=1e-3)

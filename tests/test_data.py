@@ -8,11 +8,11 @@ import json
 import pandas as pd
 import pytest
 
-from finetune.data import find_split_file, load_splits
+from finetune.data import find_split_file
 from finetune.errors import UserError
 from finetune.schema import DatasetSpec
 
-from conftest import sentiment_rows, write_jsonl
+from conftest import load_data, sentiment_rows, write_jsonl
 
 
 def spec(path, **overrides) -> DatasetSpec:
@@ -20,7 +20,7 @@ def spec(path, **overrides) -> DatasetSpec:
 
 
 def test_jsonl_splits_load_with_ids_and_label_names(sentiment_dir):
-    data = load_splits(spec(sentiment_dir, label_names=["neg", "pos"]), seed=0)
+    data = load_data(spec(sentiment_dir, label_names=["neg", "pos"]), seed=0)
     assert {role: len(ds) for role, ds in data.splits.items()} == {"train": 160, "validation": 48, "test": 48}
     assert data.label_names == ("neg", "pos")
     assert data.splits["train"].column_names == ["text", "labels"]
@@ -31,7 +31,7 @@ def test_csv_and_parquet_with_other_column_names_and_string_labels(tmp_path):
     rows = [{"review": r["text"], "stars": "pos" if r["label"] else "neg"} for r in sentiment_rows(40, 0)]
     pd.DataFrame(rows[:30]).to_csv(tmp_path / "train.csv", index=False)
     pd.DataFrame(rows[30:]).to_parquet(tmp_path / "test.parquet")
-    data = load_splits(spec(tmp_path, text_column="review", label_column="stars"), seed=0)
+    data = load_data(spec(tmp_path, text_column="review", label_column="stars"), seed=0)
     assert data.label_names == ("neg", "pos")
     assert len(data.splits["train"]) + len(data.splits["validation"]) == 30
     expected = [1 if row["stars"] == "pos" else 0 for row in rows[30:]]
@@ -42,20 +42,20 @@ def test_gzipped_jsonl_is_found_and_read(tmp_path):
     with gzip.open(tmp_path / "train.jsonl.gz", "wt") as handle:
         handle.writelines(json.dumps(row) + "\n" for row in sentiment_rows(20, 0))
     assert find_split_file(tmp_path, "train") == tmp_path / "train.jsonl.gz"
-    assert len(load_splits(spec(tmp_path), seed=0).splits["train"]) == 18  # 2 carved for validation
+    assert len(load_data(spec(tmp_path), seed=0).splits["train"]) == 18  # 2 carved for validation
 
 
 def test_rating_labels_1_to_4_map_to_ids_in_numeric_order(tmp_path):
     write_jsonl(tmp_path / "train.jsonl", [{"text": f"t{i}", "label": [10, 2, 3, 4][i % 4]} for i in range(40)])
-    data = load_splits(spec(tmp_path), seed=0)
+    data = load_data(spec(tmp_path), seed=0)
     assert data.label_names == ("2", "3", "4", "10")
 
 
 def test_validation_is_carved_from_train_with_the_seed(tmp_path):
     write_jsonl(tmp_path / "train.jsonl", sentiment_rows(100, 0))
-    first = load_splits(spec(tmp_path, validation_fraction=0.2), seed=7)
-    again = load_splits(spec(tmp_path, validation_fraction=0.2), seed=7)
-    other = load_splits(spec(tmp_path, validation_fraction=0.2), seed=8)
+    first = load_data(spec(tmp_path, validation_fraction=0.2), seed=7)
+    again = load_data(spec(tmp_path, validation_fraction=0.2), seed=7)
+    other = load_data(spec(tmp_path, validation_fraction=0.2), seed=8)
     assert len(first.splits["validation"]) == 20 and len(first.splits["train"]) == 80
     assert first.splits["validation"]["text"] == again.splits["validation"]["text"]
     assert first.splits["validation"]["text"] != other.splits["validation"]["text"]
@@ -63,13 +63,13 @@ def test_validation_is_carved_from_train_with_the_seed(tmp_path):
 
 
 def test_max_samples_take_a_shuffled_subset(sentiment_dir):
-    data = load_splits(spec(sentiment_dir, max_train_samples=20, max_eval_samples=10), seed=0)
+    data = load_data(spec(sentiment_dir, max_train_samples=20, max_eval_samples=10), seed=0)
     assert len(data.splits["train"]) == 20 and len(data.splits["test"]) == 10
     assert set(data.splits["train"]["labels"]) == {0, 1}
 
 
-def test_bundled_rotten_tomatoes_loads_offline(compose_run):
-    data = load_splits(compose_run().dataset, seed=0)
+def test_bundled_rotten_tomatoes_loads_offline(compose_plan):
+    data = load_data(compose_plan().run.dataset, seed=0)
     assert {role: len(ds) for role, ds in data.splits.items()} == {"train": 8530, "validation": 1066, "test": 1066}
     assert data.label_names == ("neg", "pos")
 
@@ -88,7 +88,7 @@ def test_bundled_rotten_tomatoes_loads_offline(compose_run):
 def test_bad_columns_and_labels_name_the_key(tmp_path, rows, options, message):
     write_jsonl(tmp_path / "train.jsonl", rows * 5)
     with pytest.raises(UserError) as caught:
-        load_splits(spec(tmp_path, **options), seed=0)
+        load_data(spec(tmp_path, **options), seed=0)
     assert message.format(dir=tmp_path) in str(caught.value)
 
 
@@ -96,7 +96,7 @@ def test_labels_outside_the_training_label_set_are_refused(tmp_path):
     write_jsonl(tmp_path / "train.jsonl", sentiment_rows(20, 0))
     write_jsonl(tmp_path / "test.jsonl", [{"text": "x", "label": 7}])
     with pytest.raises(UserError, match="split 'test' has label 7 outside the label set"):
-        load_splits(spec(tmp_path), seed=0)
+        load_data(spec(tmp_path), seed=0)
 
 
 def test_hub_data_sets_are_renamed_and_hub_failures_are_one_line(monkeypatch):
@@ -110,7 +110,7 @@ def test_hub_data_sets_are_renamed_and_hub_failures_are_one_line(monkeypatch):
     monkeypatch.setattr("datasets.load_dataset", lambda hub_id, config: hub_copy)
     sst2 = DatasetSpec(name="sst2", hub_id="glue", hub_config="sst2", hub_renames={"sentence": "text"},
                        validation_split=None, test_split="validation")
-    data = load_splits(sst2, seed=0)
+    data = load_data(sst2, seed=0)
     assert len(data.splits["test"]) == 6 and len(data.splits["validation"]) == 2
 
     def offline(*args):
@@ -118,7 +118,7 @@ def test_hub_data_sets_are_renamed_and_hub_failures_are_one_line(monkeypatch):
 
     monkeypatch.setattr("datasets.load_dataset", offline)
     with pytest.raises(UserError, match="dataset.hub_id: could not load 'glue' from the Hugging Face Hub"):
-        load_splits(sst2, seed=0)
+        load_data(sst2, seed=0)
 
 
 def test_malformed_jsonl_names_the_file_and_line(tmp_path):
@@ -126,15 +126,15 @@ def test_malformed_jsonl_names_the_file_and_line(tmp_path):
     lines[6] = '{"text": "unterminated, "label": 1}'
     (tmp_path / "train.jsonl").write_text("\n".join(lines) + "\n")
     with pytest.raises(UserError, match=r"train.jsonl: line 7 is not valid JSON"):
-        load_splits(spec(tmp_path), seed=0)
+        load_data(spec(tmp_path), seed=0)
 
 
 def test_missing_train_file_and_empty_file(tmp_path):
     with pytest.raises(UserError, match="no train.jsonl"):
-        load_splits(spec(tmp_path), seed=0)
+        load_data(spec(tmp_path), seed=0)
     (tmp_path / "train.jsonl").write_text("")
     with pytest.raises(UserError, match="train.jsonl: the file is empty"):
-        load_splits(spec(tmp_path), seed=0)
+        load_data(spec(tmp_path), seed=0)
 
 
 def labelled_rows(labels: list) -> list[dict]:
@@ -154,7 +154,7 @@ def labelled_rows(labels: list) -> list[dict]:
 def test_labels_that_would_train_the_wrong_classes_are_refused_naming_file_and_row(tmp_path, labels, options, message):
     write_jsonl(tmp_path / "train.jsonl", labelled_rows(labels))
     with pytest.raises(UserError) as caught:
-        load_splits(spec(tmp_path, **options), seed=0)
+        load_data(spec(tmp_path, **options), seed=0)
     assert message.format(dir=tmp_path) in str(caught.value)
 
 
@@ -163,14 +163,14 @@ def test_a_row_without_a_label_is_named_in_its_own_file_not_where_validation_was
     rows[37]["label"] = None
     write_jsonl(tmp_path / "train.jsonl", rows)
     with pytest.raises(UserError, match=r"train.jsonl, row 38 has no label"):
-        load_splits(spec(tmp_path, validation_fraction=0.5), seed=0)
+        load_data(spec(tmp_path, validation_fraction=0.5), seed=0)
 
 
 def test_empty_texts_and_limits_beyond_the_data_are_said_not_refused(tmp_path, caplog):
     rows = labelled_rows([0, 1] * 10)
     rows[3]["text"], rows[8]["text"] = "", "   "
     write_jsonl(tmp_path / "train.jsonl", rows)
-    data = load_splits(spec(tmp_path, max_train_samples=1000), seed=0)
+    data = load_data(spec(tmp_path, max_train_samples=1000), seed=0)
     assert len(data.splits["train"]) == 18
     assert f"2 empty text(s) in {tmp_path}/train.jsonl (rows 4, 9)" in caplog.text
     assert "dataset.max_train_samples=1000 is more than the 18 rows of train; all of them are used" in caplog.text
@@ -181,21 +181,21 @@ def test_validation_and_test_subsets_draw_different_rows(tmp_path):
     for split in ("validation", "test"):
         write_jsonl(tmp_path / f"{split}.jsonl", labelled_rows([0] * 50 + [1] * 50))
     write_jsonl(tmp_path / "train.jsonl", labelled_rows([0, 1] * 20))
-    data = load_splits(spec(tmp_path, max_eval_samples=20), seed=3)
+    data = load_data(spec(tmp_path, max_eval_samples=20), seed=3)
     assert data.splits["validation"]["text"] != data.splits["test"]["text"]
 
 
 def test_csv_problems_say_what_is_wrong(tmp_path):
     (tmp_path / "train.csv").write_text("text,label\n")
     with pytest.raises(UserError, match=r"train.csv: no rows \(a header at most\)"):
-        load_splits(spec(tmp_path), seed=0)
+        load_data(spec(tmp_path), seed=0)
     (tmp_path / "train.csv").write_text("text;label\n" + "".join(f"t{i};{i % 2}\n" for i in range(20)))
     with pytest.raises(UserError, match=r"it looks separated by ';': set dataset.delimiter=';'"):
-        load_splits(spec(tmp_path), seed=0)
-    assert load_splits(spec(tmp_path, delimiter=";"), seed=0).label_names == ("0", "1")
+        load_data(spec(tmp_path), seed=0)
+    assert load_data(spec(tmp_path, delimiter=";"), seed=0).label_names == ("0", "1")
 
 
 def test_a_gz_file_that_is_not_gzip_is_one_line(tmp_path):
     write_jsonl(tmp_path / "train.jsonl.gz", sentiment_rows(10, 0))  # plain text under a .gz name
     with pytest.raises(UserError, match=r"train.jsonl.gz: not a gzip file; compress it with gzip, or drop the .gz"):
-        load_splits(spec(tmp_path), seed=0)
+        load_data(spec(tmp_path), seed=0)

@@ -44,7 +44,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tiny_bert_wi
                             capture_output=True, text=True, timeout=300)
     assert double.returncode == 0, double.stderr[-3000:]
 
-    reference, parallel = (json.loads((run / "results.json").read_text()) for run in (one, two))
+    reference, parallel = (json.loads((plan / "results.json").read_text()) for plan in (one, two))
     assert parallel["status"] == "completed"
     assert parallel["training"]["optimizer_steps"] == reference["training"]["optimizer_steps"] == 40
     for split in ("validation", "test"):
@@ -74,15 +74,17 @@ def test_sigterm_stops_both_processes_at_one_step_and_the_rerun_resumes(tiny_ber
     assert "Resuming from" in (run_dir / "finetune.log").read_text()
 
 
-def test_a_global_batch_that_does_not_split_evenly_is_refused(tiny_run):
+def test_a_global_batch_that_does_not_split_evenly_is_refused(tiny_plan, monkeypatch):
     from accelerate import Accelerator
 
     from finetune.errors import UserError
     from finetune.hardware import agree_on_processes
 
-    class TwoProcesses:  # what agree_on_processes reads of an Accelerator under accelerate launch
-        num_processes, process_index, is_main_process = 2, 0, True
-
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as accelerate launch sets it for each of two processes
     with pytest.raises(UserError, match=r"train.batch_size=15: must be a multiple of the 2 processes"):
-        agree_on_processes(tiny_run("train.batch_size=15"), TwoProcesses())
-    assert agree_on_processes(tiny_run(), Accelerator(cpu=True)) == tiny_run()
+        tiny_plan("train.batch_size=15")
+    with pytest.raises(UserError, match=r"method=svm_tfidf: runs outside the training loop, in one process"):
+        tiny_plan("method=svm_tfidf")
+    monkeypatch.delenv("WORLD_SIZE")
+    plan = tiny_plan()
+    assert agree_on_processes(plan.run, Accelerator(cpu=True)) == plan.run

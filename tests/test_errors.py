@@ -74,7 +74,7 @@ def test_a_failed_run_is_recorded_as_failed(tmp_path):
 
     record = json.loads((tmp_path / "results.json").read_text())
     assert record["status"] == "failed"
-    assert "is not a directory" in record["error"]
+    assert "does not exist" in record["error"]
 
 
 def test_a_config_error_leaves_no_run_folder_behind(tmp_path):

@@ -20,9 +20,9 @@ REFUSED = {
 
 
 @pytest.fixture
-def family_run(compose_run, tiny_model, sentiment_dir, tmp_path):
+def family_plan(compose_plan, tiny_model, sentiment_dir, tmp_path):
     def make(family: str, method: str, *overrides: str):
-        return compose_run(
+        return compose_plan(
             f"model={family}", f"model.path={tiny_model(family)}", "model.max_length=32", f"method={method}",
             "dataset=local", f"dataset.path={sentiment_dir}", "dataset.label_names=[negative,positive]",
             "dataset.max_train_samples=32", "dataset.max_eval_samples=16",
@@ -34,13 +34,13 @@ def family_run(compose_run, tiny_model, sentiment_dir, tmp_path):
 
 
 @pytest.mark.parametrize("family,method", [(f, m) for f in FAMILIES for m in NETWORK_METHODS if (f, m) not in REFUSED])
-def test_family_method_trains_saves_and_reloads(family_run, family, method):
+def test_family_method_trains_saves_and_reloads(family_plan, family, method):
     with skip_if_known_upstream_break():
-        run = family_run(family, method)
-    results = execute(run)
+        plan = family_plan(family, method)
+    results = execute(plan)
 
-    assert results["status"] == "completed"
-    params = results["params"]
+    assert results.status == "completed"
+    params = results.params
     assert params["total"] > 0
     if method == "none":
         assert params["trainable"] == 0
@@ -49,46 +49,46 @@ def test_family_method_trains_saves_and_reloads(family_run, family, method):
     else:
         assert 0 < params["trainable"] < params["total"]
     if method != "none":
-        assert results["training"]["optimizer_steps"] == 2
+        assert results.training["optimizer_steps"] == 2
     if method in ("head_only", "none"):  # every family's frozen network runs once per split (feature cache)
-        assert set(results["frozen_features"]) == {"validation", "test"} | ({"train"} if method == "head_only" else set())
+        assert set(results.frozen_features) == {"validation", "test"} | ({"train"} if method == "head_only" else set())
 
-    reloaded = split_metrics(run)
-    assert reloaded["accuracy"] == results["metrics"]["test"]["accuracy"]
-    assert reloaded["loss"] == pytest.approx(results["metrics"]["test"]["loss"], abs=1e-4)
-    saved_config = json.loads((Path(run.output_dir) / "model" / "config.json").read_text())
+    reloaded = split_metrics(plan)
+    assert reloaded["accuracy"] == results.metrics["test"]["accuracy"]
+    assert reloaded["loss"] == pytest.approx(results.metrics["test"]["loss"], abs=1e-4)
+    saved_config = json.loads((Path(plan.run.output_dir) / "model" / "config.json").read_text())
     assert saved_config["id2label"] == {"0": "negative", "1": "positive"}
 
 
 @pytest.mark.parametrize("family,method", sorted(REFUSED))
-def test_methods_a_family_cannot_take_are_refused_before_loading(family_run, family, method):
+def test_methods_a_family_cannot_take_are_refused_before_loading(family_plan, family, method):
     with pytest.raises(UserError, match=f"^method: {method} does not apply to model={family}: {REFUSED[family, method]}"):
-        family_run(family, method)
+        family_plan(family, method)
 
 
-def test_flan_t5_prompt_tuning_classifies_text_to_text(family_run):
-    run = family_run("flan_t5", "prompt_tuning")
-    results = execute(run)
-    adapter = json.loads((Path(run.output_dir) / "model" / "adapter_config.json").read_text())
+def test_flan_t5_prompt_tuning_classifies_text_to_text(family_plan):
+    plan = family_plan("flan_t5", "prompt_tuning")
+    results = execute(plan)
+    adapter = json.loads((Path(plan.run.output_dir) / "model" / "adapter_config.json").read_text())
     assert adapter["task_type"] == "SEQ_2_SEQ_LM"
-    assert set(results["metrics"]["test"]) == {"accuracy", "macro_precision", "macro_recall", "macro_f1", "loss"}
+    assert set(results.metrics["test"]) == {"accuracy", "macro_precision", "macro_recall", "macro_f1", "loss"}
 
 
-def test_albert_last_layers_trains_the_shared_layer_whatever_num_layers(family_run):
-    one = execute(family_run("albert", "last_layers", "method.num_layers=1", "train.max_steps=1"))["params"]
-    five = execute(family_run("albert", "last_layers", "method.num_layers=5", "train.max_steps=1"))["params"]
-    head = execute(family_run("albert", "head_only", "train.max_steps=1"))["params"]
+def test_albert_last_layers_trains_the_shared_layer_whatever_num_layers(family_plan):
+    one = execute(family_plan("albert", "last_layers", "method.num_layers=1", "train.max_steps=1")).params
+    five = execute(family_plan("albert", "last_layers", "method.num_layers=5", "train.max_steps=1")).params
+    head = execute(family_plan("albert", "head_only", "train.max_steps=1")).params
     assert one == five and one["trainable"] > head["trainable"]
 
 
-def test_gpt_neo_pads_with_end_of_text_and_pools_the_last_real_token(family_run, tiny_model):
+def test_gpt_neo_pads_with_end_of_text_and_pools_the_last_real_token(family_plan, tiny_model):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from finetune.loading import load_trained
 
-    run = family_run("gpt_neo", "full", "train.max_steps=1")
-    execute(run)
-    model_dir = Path(run.output_dir) / "model"
+    plan = family_plan("gpt_neo", "full", "train.max_steps=1")
+    execute(plan)
+    model_dir = Path(plan.run.output_dir) / "model"
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = load_trained(model_dir, AutoModelForSequenceClassification)
     assert tokenizer.pad_token == "<|endoftext|>" and model.config.pad_token_id == 50256

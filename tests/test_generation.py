@@ -8,10 +8,8 @@ import pytest
 import torch
 
 from finetune.errors import UserError
-from finetune.methods import build_method
 from finetune.models import load_model, load_tokenizer
 from finetune.schema import GenerationSpec
-from finetune.tasks import build_task
 from finetune.tasks.generation import IGNORE, generate
 
 NEW_TOKENS = 6
@@ -20,15 +18,15 @@ PROMPTS = ["the film was a quiet and moving story about", "a dull plot", "it is 
 
 
 @pytest.fixture
-def soft_prompted(compose_run, tiny_model, article_dir):
+def soft_prompted(compose_plan, tiny_model, article_dir):
     def make(method: str):
-        run = compose_run("model=gpt_neo", f"model.path={tiny_model('gpt_neo')}", f"method={method}",
+        plan = compose_plan("model=gpt_neo", f"model.path={tiny_model('gpt_neo')}", f"method={method}",
                           "dataset=cnn_dailymail", f"dataset.path={article_dir}", "hardware=cpu")
-        tokenizer = load_tokenizer(run.model.path, run.model)
-        task = build_task(run, tokenizer, ())
+        tokenizer = load_tokenizer(plan.run.model.path, plan.run.model)
+        task = plan.kind.build(plan.run, tokenizer, ())
         torch.manual_seed(0)
-        model = load_model(task.model_class, run.model.path, run.model, {}, tokenizer.pad_token_id)
-        model = build_method(run.method).prepare(model, run.model, task, total_steps=1)
+        model = load_model(task.model_class, plan.run.model.path, plan.run.model, {}, tokenizer.pad_token_id)
+        model = plan.method.prepare(model, plan.run.model, task, total_steps=1)
         with torch.no_grad():  # a trained-looking soft prompt / prefix instead of its initial values
             for name, parameter in model.named_parameters():
                 if parameter.requires_grad:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoImageProcessor, pipeline
 
-from conftest import NETWORK_METHODS, SimulatedCrash, crash_after_checkpoint
+from conftest import NETWORK_METHODS, SimulatedCrash, compose, crash_after_checkpoint
 from finetune.errors import UserError
 from finetune.export import export
 from finetune.predict import main as predict_main
@@ -45,11 +45,11 @@ def digits_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def clip_run(compose_run, tiny_model, digits_dir) -> Callable:
+def clip_run(compose_plan, tiny_model, digits_dir) -> Callable:
     """A Run of the tiny CLIP on the digits; extra overrides come last and win."""
 
     def make(*overrides: str, output_dir: Path | None = None):
-        return compose_run("model=clip", f"model.path={tiny_model('clip')}", "dataset=local", f"dataset.path={digits_dir}",
+        return compose_plan("model=clip", f"model.path={tiny_model('clip')}", "dataset=local", f"dataset.path={digits_dir}",
                            "dataset.task=image_classification", DIGIT_PROMPT, "hardware=cpu", "train.batch_size=8",
                            *overrides, output_dir=output_dir)
 
@@ -69,18 +69,10 @@ def trained_lora(tmp_path_factory, tiny_model, digits_dir) -> Path:
 
 
 def _train(tmp_path_factory, tiny_model, digits_dir, *overrides: str) -> Path:
-    from hydra import compose, initialize_config_dir
-
-    from finetune.cli import CONF_DIR
-    from finetune.schema import build_run
-
     output_dir = tmp_path_factory.mktemp("clip-run")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        config = compose(config_name="config", overrides=[
-            "model=clip", f"model.path={tiny_model('clip')}", "dataset=local", f"dataset.path={digits_dir}",
-            "dataset.task=image_classification", DIGIT_PROMPT, "hardware=cpu", "train.batch_size=8", *overrides,
-            f"output_dir={output_dir}", "overrides=[]"])
-    execute(build_run(config))
+    execute(compose("model=clip", f"model.path={tiny_model('clip')}", "dataset=local", f"dataset.path={digits_dir}",
+                    "dataset.task=image_classification", DIGIT_PROMPT, "hardware=cpu", "train.batch_size=8", *overrides,
+                    output_dir=output_dir))
     return output_dir
 
 
@@ -146,15 +138,13 @@ def test_an_exported_run_classifies_images_through_the_zero_shot_pipeline(traine
 
 
 def test_lora_adapts_both_towers_and_the_text_side_is_recomputed_each_step(clip_run):
-    from finetune.methods import build_method
     from finetune.models import load_model, load_tokenizer
-    from finetune.tasks import build_task
 
-    run = clip_run("method=lora")
-    tokenizer = load_tokenizer(run.model.path, run.model)
-    task = build_task(run, tokenizer, tuple(str(digit) for digit in range(10)))
-    model = load_model(task.model_class, run.model.path, run.model, task.model_kwargs(), tokenizer.pad_token_id)
-    lora = build_method(run.method).prepare(model, run.model, task, total_steps=10)
+    plan = clip_run("method=lora")
+    tokenizer = load_tokenizer(plan.run.model.path, plan.run.model)
+    task = plan.kind.build(plan.run, tokenizer, tuple(str(digit) for digit in range(10)))
+    model = load_model(task.model_class, plan.run.model.path, plan.run.model, task.model_kwargs(), tokenizer.pad_token_id)
+    lora = plan.method.prepare(model, plan.run.model, task, total_steps=10)
     trained = {name for name, parameter in lora.named_parameters() if parameter.requires_grad}
     assert any("text_model" in name for name in trained) and any("vision_model" in name for name in trained)
     assert all("lora_" in name for name in trained)
@@ -168,15 +158,13 @@ def test_lora_adapts_both_towers_and_the_text_side_is_recomputed_each_step(clip_
 
 
 def test_frozen_text_side_is_encoded_once_per_mode_switch(clip_run):
-    from finetune.methods import build_method
     from finetune.models import load_model, load_tokenizer
-    from finetune.tasks import build_task
 
-    run = clip_run("method=head_only")
-    tokenizer = load_tokenizer(run.model.path, run.model)
-    task = build_task(run, tokenizer, ("0", "1", "2"))
-    model = load_model(task.model_class, run.model.path, run.model, task.model_kwargs(), tokenizer.pad_token_id)
-    model = build_method(run.method).prepare(model, run.model, task, total_steps=10).train()
+    plan = clip_run("method=head_only")
+    tokenizer = load_tokenizer(plan.run.model.path, plan.run.model)
+    task = plan.kind.build(plan.run, tokenizer, ("0", "1", "2"))
+    model = load_model(task.model_class, plan.run.model.path, plan.run.model, task.model_kwargs(), tokenizer.pad_token_id)
+    model = plan.method.prepare(model, plan.run.model, task, total_steps=10).train()
     first = model.class_features()
     assert first.shape[0] == 3 and model.class_features() is first and not first.requires_grad
     pixels = torch.zeros(2, 3, 224, 224)
@@ -193,15 +181,15 @@ def test_every_method_runs_on_clip_or_is_refused_in_one_line(clip_run, method):
     overrides = (f"method={method}", "dataset.max_train_samples=80", "dataset.max_eval_samples=16", "train.max_steps=2",
                  "hardware.loader_workers=0")
     try:
-        run: Run = clip_run(*overrides)
+        plan: Run = clip_run(*overrides)
     except UserError as refusal:
         assert method in ("prompt_tuning", "prefix_tuning")
         assert str(refusal).startswith(f"method: {method} does not apply to model=clip: ")
         return
-    results = execute(run)
-    assert results["status"] == "completed" and set(results["metrics"]) == {"validation", "test"}
-    assert 0 <= results["metrics"]["test"]["accuracy"] <= 1
-    trainable, total = results["params"]["trainable"], results["params"]["total"]
+    results = execute(plan)
+    assert results.status == "completed" and set(results.metrics) == {"validation", "test"}
+    assert 0 <= results.metrics["test"]["accuracy"] <= 1
+    trainable, total = results.params["trainable"], results.params["total"]
     if method == "none":
         assert trainable == 0
     elif method != "full":
@@ -210,16 +198,16 @@ def test_every_method_runs_on_clip_or_is_refused_in_one_line(clip_run, method):
 
 def test_zero_shot_is_the_untrained_model_and_the_svm_reuses_its_image_embeddings(clip_run, tmp_path, caplog):
     zero_shot = execute(clip_run("method=none", "dataset.max_eval_samples=30", output_dir=tmp_path / "none"))
-    assert zero_shot["params"]["trainable"] == 0 and zero_shot["train_seconds"] == 0
+    assert zero_shot.params["trainable"] == 0 and zero_shot.train_seconds == 0
 
     first = execute(clip_run("method=svm_embeddings", "dataset.max_train_samples=60", "dataset.max_eval_samples=30",
                              output_dir=tmp_path / "svm"))
-    with caplog.at_level("INFO", logger="finetune.baselines"):
+    with caplog.at_level("INFO", logger="finetune.embeddings"):
         again = execute(clip_run("method=svm_embeddings", "dataset.max_train_samples=60", "dataset.max_eval_samples=30",
                                  "method.C=0.5", output_dir=tmp_path / "svm-again"))
     assert "Embeddings of train: reused" in caplog.text
-    assert first["params"]["trainable"] == 10 * 32 + 10  # one SVM per digit on 32-wide embeddings
-    assert again["metrics"]["test"].keys() == first["metrics"]["test"].keys()
+    assert first.params["trainable"] == 10 * 32 + 10  # one SVM per digit on 32-wide embeddings
+    assert again.metrics["test"].keys() == first.metrics["test"].keys()
 
 
 def test_a_table_of_image_paths_relative_to_its_folder_loads(clip_run, digits_dir, tmp_path):
@@ -229,29 +217,29 @@ def test_a_table_of_image_paths_relative_to_its_folder_loads(clip_run, digits_di
     for path in {digits_dir / row["file"] for row in rows}:
         (tmp_path / path.relative_to(digits_dir)).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path.relative_to(digits_dir)).write_bytes(path.read_bytes())
-    run = clip_run(f"dataset.path={tmp_path}", "dataset.image_column=file", "dataset.label_column=digit",
+    plan = clip_run(f"dataset.path={tmp_path}", "dataset.image_column=file", "dataset.label_column=digit",
                    "method=none", "dataset.test_split=null", output_dir=tmp_path / "run")
-    results = execute(run)
-    assert results["status"] == "completed" and sorted(results["label_names"]) == sorted({row["digit"] for row in rows})
+    results = execute(plan)
+    assert results.status == "completed" and sorted(results.label_names) == sorted({row["digit"] for row in rows})
 
 
-def test_text_tasks_refuse_clip_and_images_refuse_text_models(clip_run, tiny_run):
+def test_text_tasks_refuse_clip_and_images_refuse_text_models(clip_run, tiny_plan):
     with pytest.raises(UserError, match="^dataset.task: classification takes texts; model=clip classifies images"):
         clip_run("dataset.task=classification")
     with pytest.raises(UserError, match="^dataset.task: image_classification needs a vision-language model; model=bert"):
-        tiny_run("dataset.task=image_classification")
+        tiny_plan("dataset.task=image_classification")
     with pytest.raises(UserError, match="^dataset.prompt_template: 'a digit' has no \\{label\\}"):
         clip_run("dataset.prompt_template='a digit'")
     with pytest.raises(UserError, match="^method: svm_tfidf counts words; dataset.task=image_classification has no texts"):
         clip_run("method=svm_tfidf")
 
 
-def test_the_issue_commands_compose_offline(compose_run):
+def test_the_issue_commands_compose_offline(compose_plan):
     for method in ("none", "lora", "last_layers", "head_only", "full", "svm_embeddings"):
-        run = compose_run("model=clip", "dataset=tiny_imagenet", f"method={method}")
-        assert run.dataset.task == "image_classification" and len(run.dataset.label_names) == 200
-        assert run.model.hub_id == "openai/clip-vit-base-patch32" and run.dataset.test_split == "valid"
-    assert run.dataset.label_names[:3] == ("goldfish", "European fire salamander", "bullfrog")
+        plan = compose_plan("model=clip", "dataset=tiny_imagenet", f"method={method}")
+        assert plan.run.dataset.task == "image_classification" and len(plan.run.dataset.label_names) == 200
+        assert plan.run.model.hub_id == "openai/clip-vit-base-patch32" and plan.run.dataset.test_split == "valid"
+    assert plan.run.dataset.label_names[:3] == ("goldfish", "European fire salamander", "bullfrog")
 
 
 def _broken_copy(digits_dir: Path, tmp_path: Path, damage: str) -> tuple[Path, str]:
@@ -287,23 +275,22 @@ def test_bad_image_data_is_a_one_line_error_naming_the_file(clip_run, digits_dir
     assert str(refused.value).startswith(expected) and "\n" not in str(refused.value)
 
 
-def test_lora_on_full_size_clip_trains_the_studys_491520_parameters(compose_run, tiny_model):
+def test_lora_on_full_size_clip_trains_the_studys_491520_parameters(compose_plan, tiny_model):
     from transformers import CLIPConfig
 
     from conftest import FIXTURES
-    from finetune.methods import build_method, count_parameters
+    from finetune.models import count_parameters
     from finetune.models import load_tokenizer
-    from finetune.tasks import build_task
     from finetune.tasks.prompt_model import CLIPForPromptClassification
 
-    run = compose_run("model=clip", "dataset=tiny_imagenet", "method=lora")
-    tokenizer = load_tokenizer(str(tiny_model("clip")), run.model)  # the real tokenizer and image processor
-    task = build_task(run, tokenizer, run.dataset.label_names)
+    plan = compose_plan("model=clip", "dataset=tiny_imagenet", "method=lora")
+    tokenizer = load_tokenizer(str(tiny_model("clip")), plan.run.model)  # the real tokenizer and image processor
+    task = plan.kind.build(plan.run, tokenizer, plan.run.dataset.label_names)
     config = CLIPConfig.from_dict(json.loads((FIXTURES / "clip-vit-base-patch32.config.json").read_text()))
     config.update(task.model_kwargs())
     with torch.device("meta"):  # the real sizes, without allocating their weights
         model = CLIPForPromptClassification(config)
-    params = count_parameters(build_method(run.method).prepare(model, run.model, task, total_steps=10))
+    params = count_parameters(plan.method.prepare(model, plan.run.model, task, total_steps=10))
     assert params["trainable"] == 491_520
     assert params["total"] == 151_277_313 + 491_520
 
@@ -316,12 +303,12 @@ def test_a_crashed_image_run_resumes_to_identical_metrics(clip_run, tmp_path, mo
     with crash_after_checkpoint(monkeypatch, 6), pytest.raises(SimulatedCrash):
         execute(clip_run(*settings, output_dir=tmp_path / "crashed"))
     resumed = execute(clip_run(*settings, output_dir=tmp_path / "crashed"))
-    assert resumed["training"]["resumed_from_step"] == 6
-    assert resumed["training"]["validation_curve"] == reference["training"]["validation_curve"]
-    assert resumed["metrics"] == reference["metrics"]
+    assert resumed.training["resumed_from_step"] == 6
+    assert resumed.training["validation_curve"] == reference.training["validation_curve"]
+    assert resumed.metrics == reference.metrics
 
 
-def test_tiny_imagenet_from_the_hub_keeps_images_encoded_and_names_the_classes(compose_run, tiny_model, digits_dir,
+def test_tiny_imagenet_from_the_hub_keeps_images_encoded_and_names_the_classes(compose_plan, tiny_model, digits_dir,
                                                                                 monkeypatch, tmp_path):
     import datasets
 
@@ -335,11 +322,11 @@ def test_tiny_imagenet_from_the_hub_keeps_images_encoded_and_names_the_classes(c
 
     hub_copy = datasets.DatasetDict(train=split(paths[:40]), valid=split(paths[40:]))
     monkeypatch.setattr("datasets.load_dataset", lambda hub_id, config: hub_copy)
-    run = compose_run("model=clip", f"model.path={tiny_model('clip')}", "dataset=tiny_imagenet", "method=none",
+    plan = compose_plan("model=clip", f"model.path={tiny_model('clip')}", "dataset=tiny_imagenet", "method=none",
                       "hardware=cpu", output_dir=tmp_path / "run")
-    assert run.dataset.hub_id == "zh-plus/tiny-imagenet" and run.dataset.path is None
-    results = execute(run)
-    assert results["label_names"][:2] == ["goldfish", "European fire salamander"]
-    assert set(results["metrics"]) == {"validation", "test"}  # validation carved from train, test from 'valid'
+    assert plan.run.dataset.hub_id == "zh-plus/tiny-imagenet" and plan.run.dataset.path is None
+    results = execute(plan)
+    assert results.label_names[:2] == ["goldfish", "European fire salamander"]
+    assert set(results.metrics) == {"validation", "test"}  # validation carved from train, test from 'valid'
     prompts = json.loads((tmp_path / "run" / "model" / "config.json").read_text())["class_prompt_ids"]
     assert len(prompts) == 200

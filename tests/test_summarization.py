@@ -32,9 +32,9 @@ PAIRS = [(family, method) for family in ("flan_t5", "gpt_neo") for method in NET
 
 
 @pytest.fixture
-def summary_run(compose_run, tiny_model, article_dir, tmp_path):
+def summary_run(compose_plan, tiny_model, article_dir, tmp_path):
     def make(family: str, method: str, *overrides: str):
-        return compose_run(
+        return compose_plan(
             f"model={family}", f"model.path={tiny_model(family)}", f"method={method}",
             "dataset=cnn_dailymail", f"dataset.path={article_dir}", "dataset.max_source_length=32",
             "dataset.max_target_length=12", "generation.max_new_tokens=8", "hardware=cpu",
@@ -53,33 +53,33 @@ def test_methods_that_cannot_summarize_are_refused_before_loading(summary_run, f
 
 @pytest.mark.parametrize("family,method", PAIRS)
 def test_every_method_trains_generates_and_scores_rouge(summary_run, family, method):
-    run = summary_run(family, method)
-    results = execute(run)
+    plan = summary_run(family, method)
+    results = execute(plan)
 
-    assert results["status"] == "completed" and results["main_metric"] == "rougeL"
+    assert results.status == "completed" and results.main_metric == "rougeL"
     for role in ("validation", "test"):
-        metrics = results["metrics"][role]
+        metrics = results.metrics[role]
         assert all(0.0 <= metrics[kind] <= 100.0 for kind in ROUGE_TYPES), metrics
         assert math.isfinite(metrics["loss"])
     if method != "none":
-        assert results["training"]["optimizer_steps"] == 2
+        assert results.training["optimizer_steps"] == 2
     # articles run to 60 words, over the 32-token limit: most were cut, and counted
-    assert results["truncated"]["max_length"] == 32 and results["truncated"]["train"] > 24
-    samples = [json.loads(line) for line in (Path(run.output_dir) / "samples_test.jsonl").read_text().splitlines()]
+    assert results.truncated["max_length"] == 32 and results.truncated["train"] > 24
+    samples = [json.loads(line) for line in (Path(plan.run.output_dir) / "samples_test.jsonl").read_text().splitlines()]
     assert len(samples) == 8 and all(set(sample) == {"reference", "generated"} for sample in samples)
     assert all(sample["reference"].endswith(".") for sample in samples)
-    events = EventAccumulator(str(Path(run.output_dir) / "tensorboard")).Reload()
+    events = EventAccumulator(str(Path(plan.run.output_dir) / "tensorboard")).Reload()
     assert {f"samples_test/{index}/text_summary" for index in range(5)} <= set(events.Tags()["tensors"])
 
 
 def test_gradient_accumulation_sets_the_effective_batch(summary_run):
     results = execute(summary_run("flan_t5", "lora", "train.max_steps=null", "train.epochs=1"))
-    assert results["training"]["optimizer_steps"] == 3  # 48 articles / (8 a batch x 2 batches a step)
+    assert results.training["optimizer_steps"] == 3  # 48 articles / (8 a batch x 2 batches a step)
 
 
-def test_encoder_only_models_are_refused_for_summarization(compose_run, tiny_bert, article_dir):
+def test_encoder_only_models_are_refused_for_summarization(compose_plan, tiny_bert, article_dir):
     with pytest.raises(UserError, match="^dataset.task: summarization needs a seq2seq or causal model; model=bert is encoder"):
-        compose_run("model=bert", f"model.path={tiny_bert}", "dataset=cnn_dailymail", f"dataset.path={article_dir}")
+        compose_plan("model=bert", f"model.path={tiny_bert}", "dataset=cnn_dailymail", f"dataset.path={article_dir}")
 
 
 @pytest.fixture
@@ -123,12 +123,12 @@ def test_a_causal_model_with_too_few_positions_gets_inputs_cut_to_fit(summary_ru
     # the tiny GPT-Neo has 128 positions: 200 source tokens + separator + summary could not fit
     long_articles = write_splits(tmp_path / "long", lambda count, seed: [
         {**row, "article": " ".join([row["article"]] * 4)} for row in article_rows(count, seed)], (16, 8, 8))
-    run = summary_run("gpt_neo", method, "dataset.max_source_length=200", f"dataset.path={long_articles}")
-    results = execute(run)
+    plan = summary_run("gpt_neo", method, "dataset.max_source_length=200", f"dataset.path={long_articles}")
+    results = execute(plan)
 
-    assert results["status"] == "completed"
+    assert results.status == "completed"
     virtual = 20 if method == "prompt_tuning" else 0
-    kept = results["truncated"]["max_length"]
+    kept = results.truncated["max_length"]
     separator = 128 - virtual - 13 - kept  # 13: a 12-token summary and <eos>, more than the 8 new tokens
     assert 1 <= separator <= 8  # "\nTL;DR:\n" in GPT-Neo tokens
     assert f"Inputs cut to {kept} tokens (not 200)" in caplog.text

@@ -85,7 +85,7 @@ def test_a_refused_combination_fails_its_job_only_with_a_complete_record_and_is_
     assert sorted(statuses(sweep).values()) == ["completed", "failed"]
     refused = json.loads((sweep / "001_bert_none_local_epochs=0" / "results.json").read_text())
     assert set(refused) == {item.name for item in fields(RunRecord)}  # every field, as results.json promises
-    assert (refused["model"], refused["method"], refused["dataset"], refused["config"]["train"]["epochs"]) == \
+    assert (refused["model"], refused["method"], refused["dataset"], refused["config"]["train"]["epochs"]) ==\
         ("bert", "none", "local", 0)
     row = next(row for row in collect([sweep])[0] if row["status"] == "failed")
     assert (row["model"], row["method"], row["dataset"]) == ("bert", "none", "local")  # not a blank report row
@@ -104,7 +104,7 @@ def test_a_refused_job_writes_nothing_into_the_dir_it_refused_and_says_how_to_re
                f"hydra.sweep.dir={sweep}")
     result = run_in_process(*command)
     assert result.returncode == 1
-    assert f"hydra.sweep.dir: {job} holds checkpoints, model but no results.json; delete {job} to run this job " \
+    assert f"hydra.sweep.dir: {job} holds checkpoints, model but no results.json; delete {job} to run this job "\
            "again" in result.stderr
     assert not (job / "results.json").exists()
     shutil.rmtree(job)
@@ -136,7 +136,7 @@ def test_tiny_runs_go_under_outputs_smoke_whatever_the_order_of_the_groups(monke
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
-    from finetune.cli import CONF_DIR
+    from finetune.plan import CONF_DIR
 
     monkeypatch.setenv("FINETUNE_TINY_MODELS", "/tiny")
     dirs = {}
@@ -159,7 +159,7 @@ def test_swept_keys_come_from_the_command_line_and_the_sweeper_params_with_group
 
 def test_a_sweep_job_is_labelled_by_its_swept_values_in_a_path_safe_form(monkeypatch):
     monkeypatch.setenv(SWEPT_KEYS_VARIABLE, "train.lr,train.seed,method.r,model.path")
-    assert swept_label(["method=lora", "train.lr=0.001", "train.seed=2", "method.r=8", "model.path=/m/tiny-bert"]) \
+    assert swept_label(["method=lora", "train.lr=0.001", "train.seed=2", "method.r=8", "model.path=/m/tiny-bert"])\
         == "_lr=0.001,seed=2,r=8,path=_m_tiny-bert"
     monkeypatch.setenv(SWEPT_KEYS_VARIABLE, "train.lr,optimizer.lr")  # same last part: the whole key
     assert swept_label(["train.lr=0.1", "optimizer.lr=0.2"]) == "_train.lr=0.1,optimizer.lr=0.2"
@@ -222,10 +222,10 @@ EXPERIMENTS = sorted(path.stem for path in (Path(__file__).parents[1] / "conf" /
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_and_its_smoke_variant_compose_into_valid_runs(compose_run, experiment, monkeypatch):
+def test_every_experiment_and_its_smoke_variant_compose_into_valid_runs(compose_plan, experiment, monkeypatch):
     from hydra import compose, initialize_config_dir
 
-    from finetune.cli import CONF_DIR
+    from finetune.plan import CONF_DIR
 
     monkeypatch.setenv("FINETUNE_TINY_MODELS", "/tiny")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
@@ -237,8 +237,8 @@ def test_every_experiment_and_its_smoke_variant_compose_into_valid_runs(compose_
             picked = [f"{group}={value}" for group, value in (("model", model), ("method", method)) if value]
             for dataset in choices.get("dataset", [None]):
                 extra = [f"dataset={dataset}"] if dataset else []
-                run = compose_run(f"+experiment={experiment}", *picked, *extra, "+smoke=tiny", "dataset.path=/data")
-                assert run.model.path == f"/tiny/{run.model.name}" and run.train.max_steps == 2
+                plan = compose_plan(f"+experiment={experiment}", *picked, *extra, "+smoke=tiny", "dataset.path=/data")
+                assert plan.run.model.path == f"/tiny/{plan.run.model.name}" and plan.run.train.max_steps == 2
 
 
 @pytest.mark.slow

@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import TYPE_CHECKING
-
 from finetune.errors import UserError
 from finetune.methods.base import Method, MethodSpec
 
-if TYPE_CHECKING:
-    from torch import nn
-
-__all__ = ["METHODS", "Method", "MethodSpec", "build_method", "count_parameters", "register"]
+__all__ = ["METHODS", "Method", "MethodSpec", "build_method", "register"]
 
 METHODS: dict[str, type[Method]] = {}  # kind -> class
 
@@ -37,13 +32,6 @@ def build_method(spec: MethodSpec) -> Method:
     if method is None or not isinstance(spec, method.spec_class):
         raise UserError(f"method.kind: no method of kind '{spec.kind}'; known: {', '.join(sorted(METHODS))}")
     return method(spec)
-
-
-def count_parameters(model: nn.Module) -> dict[str, int]:
-    """Trainable and total parameters, counted as peft's print_trainable_parameters counts them."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    return {"trainable": trainable, "total": total}
 
 
 for _module in pkgutil.iter_modules(__path__):

@@ -9,31 +9,18 @@ The engine and the runner only call these; they never name a method.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from omegaconf import MISSING
-
-from finetune.errors import UserError
+from finetune.schema import MethodSpec
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
     from finetune.schema import ModelSpec, Run, TrainSpec
-    from finetune.tasks import Task
+    from finetune.tasks import Task, TaskKind
 
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """A method's settings; each method's YAML extends one subclass.
-
-    `name` is the YAML's own (a variant such as lora_alpha32 keeps it in results, run dirs and the
-    report); `kind` names the class that runs it and is fixed by the subclass.
-    """
-
-    name: str = MISSING
-    kind: str = MISSING
+__all__ = ["Method", "MethodSpec", "freeze_except"]
 
 
 class Method:
@@ -48,8 +35,8 @@ class Method:
     def __init__(self, spec: MethodSpec) -> None:
         self.spec = spec
 
-    def refusal(self, run: Run) -> str | None:
-        """Why this method cannot run `run` (a task or family it does not apply to), or None."""
+    def refusal(self, run: Run, kind: TaskKind) -> str | None:
+        """Why this method cannot run `run` of task kind `kind` (a task or family it does not apply to), or None."""
         return None
 
     def prepare(self, model: nn.Module, family: ModelSpec, task: Task, total_steps: int) -> nn.Module:
@@ -80,14 +67,8 @@ class Method:
         return [{"params": [p for p in trainable if p.dim() >= 2], "weight_decay": train.weight_decay},
                 {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0}]
 
-    def after_backward(self, model: nn.Module) -> None:
-        """Called after each backward pass, before gradients are clipped (e.g. to edit gradients)."""
-
     def after_optimizer_step(self, model: nn.Module, step: int) -> None:
         """Called after each optimizer step (`step` counts from 1), before the gradients are cleared."""
-
-    def at_epoch_end(self, model: nn.Module, epoch: int) -> None:
-        """Called after each epoch's evaluation, before its checkpoint."""
 
     def state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """Loop state the method keeps outside the model's parameters; checkpoints save it."""
@@ -96,19 +77,10 @@ class Method:
     def load_state_dict(self, state: dict[str, torch.Tensor], model: nn.Module) -> None:
         """Restore `state_dict()` from a checkpoint, after the model's weights."""
 
-    def fit_standalone(self, run: Run, data: Any, task: Task, source: str | None, device: torch.device,
-                       model_dir: Any) -> Any:
+    def fit_standalone(self, run: Run, kind: TaskKind, data: Any, task: Task, source: str | None,
+                       device: torch.device, model_dir: Any) -> Any:
         """Standalone methods: fit and score outside the training loop (`source`: the weights, if `uses_model`)."""
         raise NotImplementedError
-
-
-def submodule(model: nn.Module, path: str, key: str, family: ModelSpec) -> nn.Module:
-    """`model.get_submodule(path)`; a path the family's YAML got wrong is a one-line error naming the key."""
-    try:
-        return model.get_submodule(path)
-    except AttributeError as error:
-        raise UserError(f"model.{key}: '{path}' is not a module of {type(model).__name__} "
-                        f"(conf/model/{family.name}.yaml)") from error
 
 
 def freeze_except(model: nn.Module, trainable: list[nn.Module]) -> nn.Module:

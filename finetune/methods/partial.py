@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 from finetune.errors import require
 from finetune.methods import register
-from finetune.methods.base import Method, MethodSpec, freeze_except, submodule
+from finetune.methods.base import Method, MethodSpec, freeze_except
+from finetune.models import submodule
 
 if TYPE_CHECKING:
     from torch import nn
@@ -27,8 +28,8 @@ class HeadOnly(Method):
 
     spec_class = HeadOnlySpec
 
-    def refusal(self, run) -> str | None:
-        if run.generates_text():
+    def refusal(self, run, kind) -> str | None:
+        if kind.generates(run):
             return f"{run.method.name} trains a new classification head; a task that generates text has none"
         return None
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from finetune.errors import one_of, require
 from finetune.methods import register
 from finetune.methods.base import Method, MethodSpec
+from finetune.methods.linear_svm import fit_svm, inputs, tfidf_features
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -19,8 +20,8 @@ if TYPE_CHECKING:
 class _Svm(Method):
     standalone = True
 
-    def refusal(self, run) -> str | None:
-        if run.generates_text():
+    def refusal(self, run, kind) -> str | None:
+        if kind.generates(run):
             return f"{run.method.name} is a classifier; it does not apply to dataset.task={run.dataset.task}"
         return None
 
@@ -45,18 +46,14 @@ class SvmTfidf(_Svm):
     spec_class = SvmTfidfSpec
     uses_model = False
 
-    def refusal(self, run) -> str | None:
-        from finetune.tasks import task_kind  # the task kinds import the schema, which imports the methods
-
-        if task_kind(run.dataset.task).input_name != "text":
+    def refusal(self, run, kind) -> str | None:
+        if kind.input_name != "text":
             return f"{run.method.name} counts words; dataset.task={run.dataset.task} has no texts (try method=svm_embeddings)"
-        return super().refusal(run)
+        return super().refusal(run, kind)
 
-    def fit_standalone(self, run, data, task, source: str | None, device: torch.device, model_dir: Path) -> Any:
-        from finetune.baselines import fit_svm, tfidf_features, train_texts
-
+    def fit_standalone(self, run, kind, data, task, source: str | None, device: torch.device, model_dir: Path) -> Any:
         return fit_svm(run, data, task, lambda: tfidf_features(
-            self.spec.ngram_max, self.spec.min_df, train_texts(data), model_dir), model_dir)
+            self.spec.ngram_max, self.spec.min_df, inputs(data, "train"), model_dir), model_dir)
 
 
 @dataclass(frozen=True)
@@ -76,9 +73,5 @@ class SvmEmbeddings(_Svm):
 
     spec_class = SvmEmbeddingsSpec
 
-    def fit_standalone(self, run, data, task, source: str | None, device: torch.device, model_dir: Path) -> Any:
-        from finetune.baselines import fit_svm
-        from finetune.tasks import task_kind
-
-        kind = task_kind(run.dataset.task)
+    def fit_standalone(self, run, kind, data, task, source: str | None, device: torch.device, model_dir: Path) -> Any:
         return fit_svm(run, data, task, lambda: kind.frozen_embeddings(run, self.spec.pooling, source, device), model_dir)

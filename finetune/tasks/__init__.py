@@ -3,7 +3,7 @@
 Each module registers a `TaskKind` (its data columns and labels, refusals, what predict and export
 need) and holds the model routes (`Task` classes: how texts are encoded and batched, which model
 class trains, how outputs are scored). A new kind is a new module here; nothing else switches on a
-task's name.
+task's name: the plan (finetune.plan) looks the kind up once and hands it on.
 """
 
 from __future__ import annotations
@@ -11,13 +11,10 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from transformers import PreTrainedTokenizerBase
-
 from finetune.errors import UserError
-from finetune.schema import Run
 from finetune.tasks.base import BatchOutput, ModelParts, Task, TaskKind
 
-__all__ = ["TASK_KINDS", "BatchOutput", "ModelParts", "Task", "TaskKind", "build_task", "register_task", "task_kind"]
+__all__ = ["TASK_KINDS", "BatchOutput", "ModelParts", "Task", "TaskKind", "register_task", "task_kind"]
 
 TASK_KINDS: dict[str, TaskKind] = {}  # dataset.task -> its kind
 
@@ -32,11 +29,6 @@ def task_kind(name: str) -> TaskKind:
     if name not in TASK_KINDS:
         raise UserError(f"dataset.task: '{name}' is not allowed; choose one of {', '.join(sorted(TASK_KINDS))}")
     return TASK_KINDS[name]
-
-
-def build_task(run: Run, tokenizer: PreTrainedTokenizerBase, label_names: tuple[str, ...]) -> Task:
-    """The model route for this run, chosen by its task kind."""
-    return task_kind(run.dataset.task).build(run, tokenizer, label_names)
 
 
 for _module in pkgutil.iter_modules(__path__):

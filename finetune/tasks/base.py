@@ -12,12 +12,13 @@ from transformers import PreTrainedTokenizerBase
 
 from finetune.tasks.columns import SplitSource, require_column, require_strings, warn_empty_texts
 
+from finetune.embeddings import FeatureSource, text_embeddings
+
 if TYPE_CHECKING:
     from pathlib import Path
 
     from datasets import Dataset
 
-    from finetune.baselines import FeatureSource
     from finetune.schema import DatasetSpec, Run
     from finetune.tasks.columns import LabelledSplits
 
@@ -118,6 +119,11 @@ class TaskKind:
     input_name: ClassVar[str] = "text"  # what an input is; finetune-predict echoes it under this key
     decodes_in_loader: ClassVar[bool] = False  # inputs are decoded per batch (images), in loader worker processes
 
+    def generates(self, run: Run) -> bool:
+        """Whether evaluating `run` generates text (the kind does, or the family's text-to-text route),
+        so that `generation.*` changes its results."""
+        return self.generates_text or run.uses_text_to_text()
+
     def refusal(self, run: Run) -> str | None:
         """Why this kind cannot run `run` (e.g. a family of the wrong architecture), or None. The
         default: a text task refuses a vision-language family."""
@@ -152,9 +158,7 @@ class TaskKind:
 
     def frozen_embeddings(self, run: Run, pooling: str, source: str, device: torch.device) -> FeatureSource:
         """The frozen model's embedding of each input, for the SVM baseline: pooled token states of texts."""
-        from finetune.baselines import embedding_features  # the baselines import the tasks
-
-        return embedding_features(run, pooling, source, device)
+        return text_embeddings(run, pooling, source, device)
 
     def build(self, run: Run, tokenizer: PreTrainedTokenizerBase, label_names: tuple[str, ...]) -> Task:
         """The model route for this run (head or text-to-text, seq2seq or causal)."""

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
-from datasets import Dataset
+from datasets import ClassLabel, Dataset
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from finetune.errors import UserError
@@ -141,10 +141,15 @@ def _single_label_ids(train: Dataset, spec) -> tuple[tuple[str, ...], Callable[[
             raise UserError(
                 f"dataset.label_names: {len(names)} names given, so labels must be ints 0..{len(names) - 1}; found {values[:10]}"
             )
+        # a Hub set's ClassLabel declares its classes; names the user gives must each have their label
         unused = [f"{names[index]!r} ({index})" for index in range(len(names)) if index not in values]
-        if unused:
+        if unused and not isinstance(train.features["raw_label"], ClassLabel):
             raise UserError(f"dataset.label_names: {len(names)} names given, but the train split has no label "
-                            f"{', '.join(unused)} (its labels: {values[:10]}); give one name per label the data has")
+                            f"{', '.join(unused[:5])}{', ...' if len(unused) > 5 else ''} (its labels: {values[:10]}); "
+                            "give one name per label the data has")
+        if len(set(names)) < len(names):
+            twice = sorted({name for name in names if names.count(name) > 1})
+            raise UserError(f"dataset.label_names: {', '.join(map(repr, twice))} named twice; each class needs a name of its own")
         ids = {index: index for index in range(len(names))}
     else:
         if len(values) < 2:

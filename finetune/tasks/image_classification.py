@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import datasets
 import numpy as np
@@ -23,9 +23,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import AutoImageProcessor, CLIPProcessor, PreTrainedTokenizerBase
 
+from finetune.embeddings import EmbeddingCache, FeatureSource
 from finetune.hardware import loader_workers
-from finetune.methods import count_parameters
-from finetune.models import load_encoder
+from finetune.models import count_parameters, load_encoder
 from finetune.tasks import register_task
 from finetune.tasks.base import ModelParts, head_parts, label_config
 from finetune.tasks.classification import Classification, SingleLabelScoring
@@ -33,9 +33,6 @@ from finetune.tasks.columns import LabelledSplits, SplitSource, require_column, 
 from finetune.tasks.images import checked_image, folder_layout, images_digest, pixel_values
 from finetune.tasks.prompt_model import CLIPForPromptClassification, image_embeddings
 from finetune.progress import progress
-
-if TYPE_CHECKING:
-    from finetune.baselines import FeatureSource
 
 LABEL_FIELD = "{label}"
 
@@ -125,8 +122,6 @@ class ImageClassification(Classification):
 
     def frozen_embeddings(self, run, pooling: str, source: str, device: torch.device) -> FeatureSource:
         """The frozen CLIP's image embeddings (its projected pooled output, normalised), for the SVM."""
-        from finetune.baselines import EmbeddingCache, FeatureSource  # the baselines import the tasks
-
         model = load_encoder(source, run.model).to(device).eval()
         image_processor = AutoImageProcessor.from_pretrained(source)
         cache = EmbeddingCache.of(run, model, device, embedding="image_embeds")

@@ -1,0 +1,61 @@
+"""A disk cache for arrays computed from frozen weights: where it lives, the digests that key it,
+and arrays written whole or not at all. The frozen-feature sets (finetune.frozen) and the SVM
+baseline's embeddings (finetune.embeddings) live in it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+
+
+def cache_root() -> Path:
+    """$FINETUNE_CACHE, else ~/.cache/finetune: where frozen features (and the SVM's embeddings) live."""
+    return Path(os.environ.get("FINETUNE_CACHE") or Path.home() / ".cache" / "finetune").expanduser()
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def key_digest(key: dict[str, Any]) -> str:
+    """A digest of a cache key, which must name every input of the computation."""
+    return digest(json.dumps(key, sort_keys=True).encode())
+
+
+def weights_digest(tensors: Iterable[torch.Tensor]) -> str:
+    """A digest of the tensors' shapes, dtypes and values, in order."""
+    hashed = hashlib.blake2b(digest_size=16)
+    for tensor in tensors:
+        hashed.update(f"{tuple(tensor.shape)} {tensor.dtype}".encode())
+        hashed.update(tensor.detach().reshape(-1).cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return hashed.hexdigest()
+
+
+def token_ids_digest(rows: list[list[int]]) -> str:
+    """A digest of tokenized rows (their lengths and ids)."""
+    hashed = hashlib.blake2b(digest_size=16)
+    hashed.update(np.array([len(ids) for ids in rows], dtype=np.int64).tobytes())
+    hashed.update(np.array([token for ids in rows for token in ids], dtype=np.int64).tobytes())
+    return hashed.hexdigest()
+
+
+def cached_array(kind: str, key: dict[str, Any], compute: Callable[[], np.ndarray]) -> tuple[np.ndarray, bool]:
+    """`compute()`, stored under cache_root()/kind by a digest of `key` (which must name every input
+    of the computation) and read back by later calls; (the array, whether it was read back)."""
+    path = cache_root() / kind / f"{key_digest(key)}.npy"
+    try:
+        return np.load(path), True
+    except (OSError, ValueError):  # absent, or unreadable: computed again and replaced
+        pass
+    array = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.stem}.partial-{os.getpid()}.npy")
+    np.save(temporary, array)
+    os.replace(temporary, path)  # atomic: a reader sees the whole array or none
+    return array, False
