@@ -3,6 +3,7 @@ target columns and maps its labels."""
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import logging
@@ -20,12 +21,14 @@ from finetune.tasks.columns import LabelledSplits, SplitSource
 
 log = logging.getLogger(__name__)
 
+DEFAULT_SPLITS = {"train": "train", "validation": "validation", "test": "test"}
 BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
-def load_splits(spec: DatasetSpec, kind: TaskKind, seed: int) -> LabelledSplits:
+def load_splits(spec: DatasetSpec, kind: TaskKind, seed: int, carve: bool = True) -> LabelledSplits:
     """Load train/validation/test as `spec` says, checked and labelled by the task `kind`; carve
-    validation from train when missing."""
+    validation from train when it has none (`carve`; finetune-eval scores only splits that exist).
+    A split named otherwise than by default must exist: a typo must not drop or replace a split."""
     raw, sources = _load_local(spec, kind) if spec.path else _load_hub(spec)
     wanted = {"train": spec.train_split, "validation": spec.validation_split, "test": spec.test_split}
     splits: dict[str, Dataset] = {}
@@ -35,10 +38,13 @@ def load_splits(spec: DatasetSpec, kind: TaskKind, seed: int) -> LabelledSplits:
         if split_name not in raw:
             if role == "train":
                 raise UserError(f"dataset: no '{split_name}' split in {_where(spec)} (found: {', '.join(raw) or 'none'})")
+            if split_name != DEFAULT_SPLITS[role]:
+                raise UserError(f"dataset.{role}_split: no '{split_name}' split in {_where(spec)} "
+                                f"(found: {', '.join(raw) or 'none'})")
             log.info("No '%s' split in %s", split_name, _where(spec))
             continue
         splits[role] = _checked_columns(raw[split_name], spec, kind, sources[split_name])
-    if "validation" not in splits:
+    if "validation" not in splits and carve:
         carved = splits["train"].train_test_split(test_size=spec.validation_fraction, seed=seed)
         splits["train"], splits["validation"] = carved["train"], carved["test"]
         log.info("Validation: %d rows carved from train (seed %d)", len(splits["validation"]), seed)
@@ -54,12 +60,18 @@ def _where(spec: DatasetSpec) -> str:
 
 
 def find_split_file(directory: Path, split: str) -> Path | None:
-    """The file holding `split` in `directory`, e.g. train.jsonl, train.csv.gz, train.parquet."""
-    for suffix in BUILDERS:
-        for candidate in (directory / f"{split}{suffix}", directory / f"{split}{suffix}.gz"):
-            if candidate.is_file():
-                return candidate
-    return None
+    """The file holding `split` in `directory`, e.g. train.jsonl, train.csv.gz, train.parquet; two
+    such files, or an entry of that name that is not a readable file, are one-line errors."""
+    named = [directory / f"{split}{suffix}{gz}" for suffix in BUILDERS for gz in ("", ".gz")]
+    present = [path for path in named if path.is_symlink() or path.exists()]
+    for path in present:
+        if not path.is_file():
+            what = "a directory" if path.is_dir() else "a broken or looping symbolic link"
+            raise UserError(f"dataset.path: {path} is {what}, not a data file")
+    if len(present) > 1:
+        raise UserError(f"dataset.path: {', '.join(path.name for path in present)} all hold split '{split}'; "
+                        "keep one")
+    return present[0] if present else None
 
 
 Splits = dict[str, Dataset]
@@ -95,7 +107,11 @@ def _read_file(path: Path, split: str, spec: DatasetSpec) -> Dataset:
     if BUILDERS[suffix] == "csv":
         if _data_lines(path, spec.encoding) <= 1:
             raise UserError(f"{path}: no rows (a header at most)")
+        _check_header(path, spec)
         options["sep"] = spec.delimiter
+        # text columns stay text where every value looks like a number
+        header = _header(path, spec)
+        options["converters"] = {name: str for name in (spec.text_column, spec.summary_column) if name in header}
     try:
         with _datasets_silent():  # its builders log the parse error we are about to report in one line
             dataset = datasets.load_dataset(BUILDERS[suffix], data_files={split: str(path)}, split=split, **options)
@@ -130,6 +146,20 @@ def _open(path: Path):
         if handle.read(2) != b"\x1f\x8b":
             raise UserError(f"{path}: not a gzip file; compress it with gzip, or drop the .gz from its name")
     return gzip.open(path, "rb")
+
+
+def _header(path: Path, spec: DatasetSpec) -> list[str]:
+    with _open(path) as handle:
+        first = handle.readline().decode(spec.encoding, errors="replace").lstrip("\ufeff")
+    return next(csv.reader([first], delimiter=spec.delimiter), [])
+
+
+def _check_header(path: Path, spec: DatasetSpec) -> None:
+    """A CSV header that names a column twice would have pandas rename one (label.1) without a word."""
+    header = _header(path, spec)
+    twice = sorted({name for name in header if header.count(name) > 1})
+    if twice:
+        raise UserError(f"{path}: the header names {', '.join(map(repr, twice))} twice; give each column its own name")
 
 
 def _data_lines(path: Path, encoding: str) -> int:

@@ -84,6 +84,9 @@ class Trainer:
         """Train, keeping the epoch with the best validation `task.main_metric`; resume from a checkpoint."""
         self.plain = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)  # what checkpoints hold
         total_steps, epochs = planned_steps(len(self.train_loader), self.train)
+        if self.train.grad_accum > len(self.train_loader):
+            log.warning("train.grad_accum=%d is more than the %d batches of an epoch: each epoch makes one optimizer "
+                        "step of %d batches", self.train.grad_accum, len(self.train_loader), len(self.train_loader))
         # fused AdamW: one kernel for all parameters; 6x faster steps than the default on a 2-core CPU
         optimizer = torch.optim.AdamW(self.method.parameter_groups(self.plain, self.train), lr=self.train.lr,
                                       fused=self.accelerator.device.type in ("cpu", "cuda"))

@@ -76,6 +76,9 @@ def one_line(error: BaseException) -> str:
         group = (error.missing_cfg_file or "").rsplit("/", 1)[0]
         choice = (error.missing_cfg_file or "").rsplit("/", 1)[-1]
         return f"{group}={choice}: no such option; choose one of {', '.join(sorted(error.options))}"
+    if isinstance(error, OverrideParseException):
+        return (f"{error.override}: cannot be parsed as an override; quote a value with spaces or other special "
+                "characters, e.g. \"hydra.run.dir='my runs/ü'\"")
     cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
     if isinstance(cause, OmegaConfBaseException):
         return _omegaconf_line(cause)
@@ -90,6 +93,8 @@ def _omegaconf_line(error: OmegaConfBaseException) -> str:
     schema = getattr(error, "object_type", None)
     if isinstance(error, MissingMandatoryValue):
         return f"{key}: required; set {key}=VALUE"
+    if "Cannot merge DictConfig with ListConfig" in message:
+        return f"{key}: must be a list, e.g. {key}=[a,b]"
     if isinstance(error, (ConfigKeyError, ConfigAttributeError)) and is_dataclass(schema):
         allowed = ", ".join(f.name for f in fields(schema))
         return f"{key}: unknown key; {schema.__name__} allows {allowed}"

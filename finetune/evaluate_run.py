@@ -33,12 +33,15 @@ def evaluation_plan(trained: TrainedRun, overrides: list[str]) -> Plan:
 def evaluate_on(trained: TrainedRun, plan: Plan) -> dict[str, dict[str, float]]:
     """Metrics of the trained model on each evaluation split of `plan`'s data set."""
     run = plan.run
-    data = load_splits(run.dataset, plan.kind, run.train.seed)
+    data = load_splits(run.dataset, plan.kind, run.train.seed, carve=False)  # never score on rows carved from train
     expected = tuple(trained.results.label_names)
     if run.dataset.task != trained.run.dataset.task or data.label_names != expected:
         raise UserError(f"dataset: '{run.dataset.name}' has task {run.dataset.task} and labels {list(data.label_names)}; "
                         f"the run was trained for {trained.run.dataset.task} with labels {list(expected)}")
     roles = [role for role in ("validation", "test") if role in data.splits]
+    if not roles:
+        raise UserError(f"dataset: '{run.dataset.name}' has no validation or test split to score "
+                        "(set dataset.validation_split or dataset.test_split)")
     tokenized = tokenize({role: data.splits[role] for role in roles}, trained.task,
                          run.dataset.max_source_length or run.model.max_length, run.dataset.source_prefix)
     accelerator = Accelerator(cpu=run.hardware.device == "cpu")

@@ -43,20 +43,25 @@ def auto_precision(on_cpu: bool) -> str:
     return "bf16" if native else "fp32"
 
 
-def make_accelerator(spec: HardwareSpec, grad_accum: int) -> Accelerator:
-    """An Accelerator for the requested device and precision (`auto`: see auto_precision)."""
+def check_device(spec: HardwareSpec) -> None:
+    """The device and precision asked for exist on this machine (checked before anything is written)."""
     gpu = torch.cuda.is_available()
     if spec.device == "gpu" and not gpu:
         raise UserError("hardware.device: 'gpu' requested but no CUDA device is visible; use hardware=cpu or hardware=auto")
-    on_cpu = spec.device == "cpu" or not gpu
+    if spec.precision == "fp16" and (spec.device == "cpu" or not gpu):
+        raise UserError("hardware.precision: fp16 needs a GPU; use fp32 or bf16 on the CPU")
+
+
+def make_accelerator(spec: HardwareSpec, grad_accum: int) -> Accelerator:
+    """An Accelerator for the requested device and precision (`auto`: see auto_precision)."""
+    check_device(spec)
+    on_cpu = spec.device == "cpu" or not torch.cuda.is_available()
     precision = spec.precision
     if precision == "auto":
         precision = auto_precision(on_cpu)
         device = torch.cuda.get_device_name() if not on_cpu else (
             "a CPU with native bf16" if precision == "bf16" else "a CPU without native bf16")
         log.info("Precision %s: hardware.precision=auto on %s", precision, device)
-    if precision == "fp16" and on_cpu:
-        raise UserError("hardware.precision: fp16 needs a GPU; use fp32 or bf16 on the CPU")
     if spec.num_threads:
         torch.set_num_threads(spec.num_threads)
     # a multirun's jobs share a process, and Accelerate keeps the first job's precision and device in

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from finetune.compat import known_break
 from finetune.errors import UserError, require
-from finetune.hardware import process_count
+from finetune.hardware import check_device, process_count
 from finetune.methods import METHODS, Method, build_method
 from finetune.schema import DatasetSpec, GenerationSpec, HardwareSpec, ModelSpec, Run, TrainSpec, config_hash
 from finetune.sweep_names import job_number, outputs_dir, swept_label
@@ -65,6 +65,7 @@ def plan(run: Run) -> Plan:
     reason = known_break(run, kind.generates(run))
     require(reason is None, "method", str(reason))
     _check_processes(run, method, process_count())
+    check_device(run.hardware)
     return Plan(run, method, kind)
 
 

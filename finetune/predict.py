@@ -50,7 +50,10 @@ def read_texts(path: Path, columns: list[str]) -> list[str]:
     if not path.is_file():
         raise UserError(f"--file: '{path}' is not a file")
     if path.suffix == ".txt":
-        return [line for line in path.read_text().splitlines() if line.strip()]
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        if not lines:
+            raise UserError(f"--file: '{path}' has no lines")
+        return lines
     if path.suffix == ".jsonl":
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     elif path.suffix == ".csv":
@@ -58,12 +61,21 @@ def read_texts(path: Path, columns: list[str]) -> list[str]:
             rows = list(csv.DictReader(handle))
     else:
         raise UserError(f"--file: '{path}' must be .txt, .jsonl or .csv")
+    if not rows:
+        raise UserError(f"--file: '{path}' has no rows")
     column = next((name for name in columns if rows and name in rows[0]), None)
     if column is None:
         found = ", ".join(rows[0]) if rows else "no rows"
         raise UserError(f"--file: '{path}' has no column {' or '.join(repr(name) for name in columns)} "
                         f"(columns: {found}); name one with --text-column")
     return [str(row[column]) for row in rows]
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -75,8 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--text-column", help="the --file column (.jsonl, .csv) holding the texts; "
                                               "default: the run's dataset.text_column, else 'text'")
     parser.add_argument("--output", type=Path, help="write jsonl here instead of printing it")
-    parser.add_argument("--batch-size", type=int, default=32)
-    args = parser.parse_args(argv)
+    parser.add_argument("--batch-size", type=_positive, default=32)
+    args = parser.parse_intermixed_args(argv)  # options may come before, between or after the texts
     quiet_libraries()
     try:
         trained = load_run(args.run_dir)
@@ -90,7 +102,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_BAD_INPUT)
     lines = "".join(json.dumps(output, ensure_ascii=False) + "\n" for output in outputs)
     if args.output:
-        args.output.write_text(lines)
+        try:
+            args.output.write_text(lines)
+        except OSError as error:
+            print(f"finetune-predict: error: --output: cannot write '{args.output}' ({error.strerror})", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
         print(f"{len(outputs)} predictions written to {args.output}")
     else:
         sys.stdout.write(lines)

@@ -63,8 +63,19 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:
-        known = {item.name for item in dataclasses.fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
+        """The record in `data`; ValueError where it is not one (not an object, no status, a field of
+        the wrong type), so that no reader trips over it later."""
+        if not isinstance(data, dict):
+            raise ValueError(f"not a finetune record (a JSON {type(data).__name__}, expected an object)")
+        if "status" not in data:
+            raise ValueError("not a finetune record (no status)")
+        fields = {item.name: item for item in dataclasses.fields(cls)}
+        kept = {key: value for key, value in data.items() if key in fields}
+        for key, value in kept.items():
+            expected = _FIELD_TYPES.get(key)
+            if expected and value is not None and not isinstance(value, expected):
+                raise ValueError(f"not a finetune record (its {key} is a {type(value).__name__})")
+        return cls(**kept)
 
     @classmethod
     def read(cls, path: Path) -> RunRecord:
@@ -74,3 +85,12 @@ class RunRecord:
     def score(self, split: str) -> float | None:
         """The main metric on a split (validation, test), if the run got that far."""
         return self.metrics.get(split, {}).get(self.main_metric)
+
+
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {  # what each field of a results.json holds
+    **{name: str for name in ("status", "model", "method", "dataset", "task", "config_hash", "started_at",
+                              "finished_at", "error", "main_metric", "device", "precision")},
+    **{name: dict for name in ("config", "versions", "metrics", "params", "truncated", "training", "frozen_features")},
+    **{name: list for name in ("overrides", "label_names")},
+    **{name: (int, float) for name in ("train_seconds", "train_samples_per_second", "peak_memory_mb")},
+}

@@ -174,6 +174,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.baseline and args.baseline not in {row["method"] for row in rows}:
             found = ", ".join(sorted({row["method"] for row in rows if row["method"]}))
             raise ValueError(f"--baseline: no run of method '{args.baseline}' (methods here: {found})")
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out: '{out}' is a file, not a directory")
         out.mkdir(parents=True, exist_ok=True)
     except (ValueError, OSError) as error:
         print(f"finetune-report: error: {error}", file=sys.stderr)

@@ -213,9 +213,10 @@ def _source_length(plan: Plan, task: Task, model: nn.Module) -> int:
     virtual = plan.method.reserved_positions()  # soft prompts and prefixes take positions too
     available = positions - virtual - task.positions_after_source()
     if available < 1:
+        lower = "dataset.max_target_length, generation.max_new_tokens or method.num_virtual_tokens" \
+            if plan.generates_text else "method.num_virtual_tokens"
         raise UserError(f"model: {run.model.name} has {positions} positions, fewer than the {positions - available} that "
-                        "the output and any virtual tokens take; lower dataset.max_target_length, generation.max_new_tokens "
-                        "or method.num_virtual_tokens")
+                        f"the output and any virtual tokens take; lower {lower}")
     if requested > available:
         log.warning("Inputs cut to %d tokens (not %d): %s has %d positions, and %d go to virtual tokens, the separator, "
                     "the summary or the generated tokens", available, requested, run.model.name, positions,

@@ -110,7 +110,7 @@ class DatasetSpec:
         require(
             0.0 < self.validation_fraction < 1.0,
             "dataset.validation_fraction",
-            f"must be between 0 and 1, got {self.validation_fraction}",
+            f"must be strictly between 0 and 1, got {self.validation_fraction}",
         )
         for key in ("max_train_samples", "max_eval_samples"):
             value = getattr(self, key)
@@ -158,6 +158,7 @@ class TrainSpec:
             value = getattr(self, key)
             require(value > 0, f"train.{key}", f"must be > 0, got {value}")
         require(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
+        require(0 <= self.seed < 2**32, "train.seed", f"must be in [0, 2**32 - 1], got {self.seed}")
         for key in ("eval_batch_size", "max_steps", "early_stopping_patience", "save_every_steps"):
             value = getattr(self, key)
             require(value is None or value > 0, f"train.{key}", f"must be > 0 or null, got {value}")

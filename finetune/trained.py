@@ -53,7 +53,8 @@ def load_run(directory: Path) -> TrainedRun:
         raise UserError(f"{directory}: {plan.run.method.name} is a scikit-learn baseline; only transformer runs load here")
     model_dir = directory / "model"
     if not (model_dir / "config.json").is_file():
-        raise UserError(f"{model_dir}: no config.json; is this the model/ folder of a completed run?")
+        raise UserError(f"{directory}: results.json says completed, but {model_dir} holds no model; "
+                        "run its command with restart=true to train it again")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     task = plan.kind.build(plan.run, tokenizer, tuple(results.label_names))
     model = plan.method.loaded(load_trained(model_dir, task.model_class))

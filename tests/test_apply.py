@@ -226,3 +226,56 @@ def test_a_run_that_failed_says_so_instead_of_asking_to_run_it_again(tmp_path, c
         predict_main([str(tmp_path / "failed"), "text"])
     assert ("the run failed (dataset.label_column: train.jsonl, row 3 has no label), so it has no trained model; "
             "fix what the error names") in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content,message", [
+    ("[1, 2, 3]", "not a finetune record (a JSON list, expected an object)"),
+    ("{}", "not a finetune record (no status)"),
+    ('{"status": "completed", "metrics": "oops"}', "not a finetune record (its metrics is a str)"),
+])
+def test_a_results_file_that_is_not_a_record_is_one_line(tmp_path, capsys, content, message):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.json").write_text(content)
+    with pytest.raises(SystemExit) as refused:
+        predict_main([str(tmp_path / "run"), "text"])
+    assert refused.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_completed_run_without_its_model_says_how_to_train_it_again(sentiment_lora, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(sentiment_lora, run)
+    shutil.rmtree(run / "model")
+    with pytest.raises(SystemExit):
+        export_main([str(run), str(tmp_path / "out")])
+    assert f"results.json says completed, but {run / 'model'} holds no model; run its command with restart=true" \
+        in capsys.readouterr().err
+
+
+def test_predict_options_are_checked_and_may_follow_the_texts(sentiment_lora, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        predict_main([str(sentiment_lora), "a film", "--batch-size", "0"])
+    assert "--batch-size: must be > 0, got 0" in capsys.readouterr().err
+    predict_main([str(sentiment_lora), "--batch-size", "2", "a film", "a dull film"])
+    assert capsys.readouterr().out.count('"label"') == 2
+    for bad, message in ((tmp_path, f"--output: cannot write '{tmp_path}'"),
+                         (tmp_path / "no" / "dir" / "p.jsonl", "--output: cannot write")):
+        with pytest.raises(SystemExit):
+            predict_main([str(sentiment_lora), "a film", "--output", str(bad)])
+        assert message in capsys.readouterr().err
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(SystemExit):
+        predict_main([str(sentiment_lora), "--file", str(tmp_path / "empty.jsonl")])
+    assert f"--file: '{tmp_path / 'empty.jsonl'}' has no rows" in capsys.readouterr().err
+
+
+def test_eval_never_scores_on_rows_carved_from_train(sentiment_lora, tmp_path, capsys):
+    from conftest import sentiment_rows, write_jsonl
+    from finetune.evaluate_run import main as eval_main
+
+    write_jsonl(tmp_path / "only_train" / "train.jsonl", sentiment_rows(20, 5))
+    with pytest.raises(SystemExit) as refused:
+        eval_main([str(sentiment_lora), "dataset=local", f"dataset.path={tmp_path / 'only_train'}",
+                   "dataset.label_names=[negative,positive]"])
+    assert refused.value.code == 2 and "has no validation or test split to score" in capsys.readouterr().err

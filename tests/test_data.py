@@ -199,3 +199,50 @@ def test_a_gz_file_that_is_not_gzip_is_one_line(tmp_path):
     write_jsonl(tmp_path / "train.jsonl.gz", sentiment_rows(10, 0))  # plain text under a .gz name
     with pytest.raises(UserError, match=r"train.jsonl.gz: not a gzip file; compress it with gzip, or drop the .gz"):
         load_data(spec(tmp_path), seed=0)
+
+
+def test_a_split_named_by_a_typo_is_refused_not_dropped_or_carved(sentiment_dir):
+    with pytest.raises(UserError, match=r"^dataset.test_split: no 'tst' split in .* \(found: test, train, validation\)|"
+                                        r"^dataset.test_split: no 'tst' split"):
+        load_data(spec(sentiment_dir, test_split="tst"), seed=0)
+    with pytest.raises(UserError, match=r"^dataset.validation_split: no 'vall' split"):
+        load_data(spec(sentiment_dir, validation_split="vall"), seed=0)
+
+
+def test_split_files_that_are_not_files_or_come_twice_are_named(tmp_path):
+    (tmp_path / "train.jsonl").mkdir()
+    with pytest.raises(UserError, match=r"train.jsonl is a directory, not a data file"):
+        load_data(spec(tmp_path), seed=0)
+    (tmp_path / "train.jsonl").rmdir()
+    (tmp_path / "train.jsonl").symlink_to(tmp_path / "gone.jsonl")
+    with pytest.raises(UserError, match=r"train.jsonl is a broken or looping symbolic link"):
+        load_data(spec(tmp_path), seed=0)
+    (tmp_path / "train.jsonl").unlink()
+    write_jsonl(tmp_path / "train.jsonl", sentiment_rows(10, 0))
+    pd.DataFrame(sentiment_rows(10, 1)).to_csv(tmp_path / "train.csv", index=False)
+    with pytest.raises(UserError, match=r"dataset.path: train.jsonl, train.csv all hold split 'train'; keep one"):
+        load_data(spec(tmp_path), seed=0)
+
+
+def test_csv_columns_named_twice_are_refused_and_numeric_texts_stay_texts(tmp_path):
+    (tmp_path / "train.csv").write_text("text,label,label\n" + "".join(f"t{i},{i % 2},{1 - i % 2}\n" for i in range(10)))
+    with pytest.raises(UserError, match=r"train.csv: the header names 'label' twice"):
+        load_data(spec(tmp_path), seed=0)
+    (tmp_path / "train.csv").write_text("text,label\n" + "".join(f"{i},{i % 2}\n" for i in range(10)))
+    assert load_data(spec(tmp_path), seed=0).splits["train"]["text"][0].isdigit()  # '3', not 3
+
+
+def test_a_json_object_of_columns_is_named_and_long_values_are_cut(tmp_path):
+    rows = sentiment_rows(40, 0)
+    (tmp_path / "train.json").write_text(json.dumps({"text": [r["text"] for r in rows], "label": [r["label"] for r in rows]}))
+    with pytest.raises(UserError) as caught:
+        load_data(spec(tmp_path), seed=0)
+    message = str(caught.value)
+    assert "a .json file must be a list of records (or use JSON lines), not an object of columns" in message
+    assert len(message) < 400
+
+
+def test_a_label_name_given_twice_is_refused(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", labelled_rows([0, 1] * 5))
+    with pytest.raises(UserError, match=r"^dataset.label_names: 'pos' named twice"):
+        load_data(spec(tmp_path, label_names=["pos", "pos"]), seed=0)

@@ -34,14 +34,23 @@ def finetune(*args: str, env: dict | None = None, cwd: Path | None = None) -> su
         (["hardware.num_threads=-2"], "hardware.num_threads: must be > 0 or null (torch's default), got -2"),
         (["dataset.delimiter=ab"], "dataset.delimiter: must be one character"),
         (["model.path=/no/such/model"], "model.path: '/no/such/model' does not exist"),
+        (["train.seed=-1"], "train.seed: must be in [0, 2**32 - 1], got -1"),
+        (["dataset.validation_fraction=0"], "dataset.validation_fraction: must be strictly between 0 and 1, got 0.0"),
+        (["method=lora", "method.target_modules={a:1}"], "method.target_modules: must be a list, e.g. method.target_modules=[a,b]"),
+        (["hydra.run.dir=/tmp/ünï"], "hydra.run.dir=/tmp/ünï: cannot be parsed as an override; quote a value"),
+        (["hardware=gpu"], "hardware.device: 'gpu' requested but no CUDA device is visible"),
+        (["hardware.precision=fp16", "hardware.device=cpu"], "hardware.precision: fp16 needs a GPU"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, expected, tmp_path):
-    result = run_in_process(*args, f"hydra.run.dir={tmp_path}")
+    run_dir = [] if any(arg.startswith("hydra.run.dir") for arg in args) else [f"hydra.run.dir={tmp_path / 'run'}"]
+    result = run_in_process(*args, *run_dir)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith(f"finetune: error: {expected}"), lines[-1]
     assert "Traceback" not in result.stderr
+    if not any(".path=" in arg for arg in args):  # refused before anything is written (data and model: as they load)
+        assert not (tmp_path / "run").exists()
 
 
 def test_an_output_directory_that_cannot_be_written_is_one_line(tmp_path):

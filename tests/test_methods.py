@@ -114,3 +114,9 @@ def test_a_method_is_one_registered_class_the_engine_runs_without_naming_it(tiny
     assert results.status == "completed" and results.method == "bitfit"
     assert 0 < results.params["trainable"] < results.params["total"] / 10
     assert calls == [("prepare", 2), ("after_optimizer_step", 1), ("after_optimizer_step", 2)]
+
+
+def test_target_modules_that_match_nothing_name_the_models_linear_layers(tiny_plan):
+    with pytest.raises(UserError, match=r"^method.target_modules: no module of BertForSequenceClassification is named "
+                                        r"\['nonexistent'\]; its linear layers: .*query"):
+        execute(tiny_plan("method=lora", "method.target_modules=[nonexistent]", "train.max_steps=1"))

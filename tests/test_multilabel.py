@@ -111,3 +111,13 @@ def test_every_family_and_method_runs_multilabel(multilabel_run, family):
         test = results.metrics["test"]
         assert results.status == "completed", (family, method)
         assert 0.0 <= test["jaccard"] <= 1.0 and test["loss"] == test["loss"], (family, method)
+
+
+def test_label_columns_that_are_not_there_are_named_and_names_must_differ(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", [{"text": f"t{i}", "label": i % 2} for i in range(10)])
+    with pytest.raises(UserError, match=r"^dataset.label_columns: no column 'a', 'b' in .*train.jsonl, and 'label' is not "
+                                        r"a list column"):
+        load_data(spec(tmp_path, label_columns=["a", "b"], label_column="label"), seed=0)
+    write_jsonl(tmp_path / "train.jsonl", emotion_rows(10, 0))
+    with pytest.raises(UserError, match=r"^dataset.label_names: 'joy' named twice"):
+        load_data(spec(tmp_path, label_names=["joy", "joy", "fear"]), seed=0)

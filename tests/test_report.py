@@ -286,3 +286,17 @@ def test_learning_curves_keep_each_methods_colour_with_a_legend_and_seed_bands(g
         assert sum(isinstance(c, PolyCollection) for c in axes.collections) == len(grid_configs)  # two seeds each
         assert {line.get_color() for line in axes.lines if line.get_label().endswith("full lr=5e-05")}\
             == {colours["full"]}
+
+
+def test_a_results_file_of_the_wrong_shape_is_an_unreadable_row_and_out_must_be_a_folder(seeded_study, tmp_path, capsys):
+    (seeded_study / "98_list").mkdir()
+    (seeded_study / "98_list" / "results.json").write_text("[1, 2, 3]")
+    main([str(seeded_study)])
+    captured = capsys.readouterr()
+    assert "98_list/results.json: cannot be read (ValueError: not a finetune record" in captured.err
+    assert "| unreadable |" in captured.out
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit):
+        main([str(seeded_study), "--out", str(blocker)])
+    assert f"--out: '{blocker}' is a file, not a directory" in capsys.readouterr().err

@@ -195,3 +195,8 @@ def test_a_length_the_user_set_that_a_preset_overrides_is_said(tiny_plan, caplog
     execute(plan)
     assert ("model.max_length=100000 is not the input length: dataset.max_source_length=32 (from a preset or the "
             "data set's config) wins; set dataset.max_source_length instead") in caplog.text
+
+
+def test_accumulating_more_batches_than_an_epoch_has_is_said(tiny_plan, caplog):
+    execute(tiny_plan("train.grad_accum=100", "train.epochs=1"))  # 10 batches an epoch
+    assert "train.grad_accum=100 is more than the 10 batches of an epoch" in caplog.text

@@ -22,6 +22,11 @@ def with_peft(model: nn.Module, config: Any, key: str) -> nn.Module:
     try:
         return get_peft_model(model, config)
     except (ValueError, TypeError, AttributeError) as error:
+        if "No modules were targeted" in str(error) or "not found in the base model" in str(error):
+            linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                             if type(module).__name__ in ("Linear", "Conv1D")})
+            raise UserError(f"{key}: no module of {type(model).__name__} is named {list(config.target_modules or [])}; "
+                            f"its linear layers: {', '.join(linear)}") from error
         raise UserError(f"{key}: {str(error).splitlines()[0]}") from error
 
 

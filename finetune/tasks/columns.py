@@ -55,8 +55,11 @@ def require_strings(dataset: Dataset, key: str, column: str, source: SplitSource
     values = dataset[column]
     bad = next((i for i, value in enumerate(values) if not isinstance(value, str)), None)
     if bad is not None:
-        found = "nothing (null)" if values[bad] is None else f"{values[bad]!r} ({type(values[bad]).__name__})"
-        raise UserError(f"dataset.{key}: {source.row(bad)} has {found}, not a string")
+        found = "nothing (null)" if values[bad] is None else f"{shown(values[bad])} ({type(values[bad]).__name__})"
+        hint = ""
+        if isinstance(values[bad], list) and source.file is not None and source.file.suffix == ".json":
+            hint = "; a .json file must be a list of records (or use JSON lines), not an object of columns"
+        raise UserError(f"dataset.{key}: {source.row(bad)} has {found}, not a string{hint}")
 
 
 def warn_empty_texts(dataset: Dataset, key: str, column: str, source: SplitSource) -> None:
@@ -77,8 +80,14 @@ def require_labels(dataset: Dataset, key: str, column: str, source: SplitSource)
     usual = max(set(kinds), key=kinds.count) if kinds else None
     odd = next((i for i, kind in enumerate(kinds) if kind != usual), None)
     if odd is not None:
-        raise UserError(f"dataset.{key}: {source.row(odd)} has the label {values[odd]!r} (a {kinds[odd]}) where the "
+        raise UserError(f"dataset.{key}: {source.row(odd)} has the label {shown(values[odd])} (a {kinds[odd]}) where the "
                         f"other rows have {usual} labels; use one kind of label throughout")
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """A value as a message quotes it: its repr, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _label_kind(value: object) -> str:

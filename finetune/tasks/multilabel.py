@@ -103,11 +103,18 @@ class MultiLabel(TaskKind):
             raise UserError(f"dataset.label_columns: {source} has neither the columns {list(spec.label_columns)} "
                             f"nor a list column '{spec.label_column}' (columns: {', '.join(dataset.column_names)})")
         require_column(dataset, "label_column", spec.label_column, source)
+        if spec.label_columns and not isinstance(dataset[0][spec.label_column], list):
+            missing = [column for column in spec.label_columns if column not in dataset.column_names]
+            raise UserError(f"dataset.label_columns: no column {', '.join(map(repr, missing))} in {source}, and "
+                            f"'{spec.label_column}' is not a list column (columns: {', '.join(dataset.column_names)})")
         require_labels(dataset, "label_column", spec.label_column, source)
         return dataset, spec.label_column
 
     def labelled(self, splits: dict[str, Dataset], spec) -> LabelledSplits:
         names = tuple(spec.label_names or spec.label_columns or ())
+        if len(set(names)) < len(names):
+            twice = sorted({name for name in names if names.count(name) > 1})
+            raise UserError(f"dataset.label_names: {', '.join(map(repr, twice))} named twice; each label needs a name of its own")
         if not names:
             raise UserError("dataset.label_names: a multilabel data set needs the names of its labels "
                             "(or dataset.label_columns, one column per label)")
