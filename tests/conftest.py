@@ -311,3 +311,27 @@ def run_in_process(*args: str, env: dict[str, str] | None = None) -> CliResult:
                 code = exit_info.code if isinstance(exit_info.code, int) else 1
     signal.signal(signal.SIGPIPE, previous_pipe)
     return CliResult(code, stdout.getvalue(), stderr.getvalue())
+
+
+def finetune(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> CliResult:
+    """`finetune ARGS` run in this process from `cwd`, as a user would type it."""
+    previous = Path.cwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        return run_in_process(*args, env={"HF_HUB_OFFLINE": "1", **(env or {})})
+    finally:
+        os.chdir(previous)
+
+
+def finetune_process(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+                     timeout: int = 300) -> subprocess.CompletedProcess:
+    """`finetune ARGS` in a process of its own: for what only a process shows (signals, exit codes
+    set by the interpreter, a traceback, environment read at start-up)."""
+    return subprocess.run([sys.executable, "-m", "finetune", *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+
+
+def tiny_args(tiny_bert: Path, sentiment_dir: Path) -> list[str]:
+    return ["model=bert", f"model.path={tiny_bert}", "dataset=local", f"dataset.path={sentiment_dir}",
+            "hardware=cpu", "train.batch_size=16", "train.lr=2e-3"]

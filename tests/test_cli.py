@@ -3,27 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-
-def finetune(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "finetune", *args], capture_output=True, text=True, timeout=300, cwd=cwd,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-
-
-def tiny_args(tiny_bert: Path, sentiment_dir: Path) -> list[str]:
-    return [
-        "model=bert", f"model.path={tiny_bert}", "dataset=local", f"dataset.path={sentiment_dir}",
-        "hardware=cpu", "train.batch_size=16", "train.lr=2e-3",
-    ]
+from conftest import finetune, tiny_args
 
 
 def test_single_run_writes_every_artifact_and_prints_a_summary(tiny_bert, sentiment_dir, tmp_path):

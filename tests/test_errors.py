@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import run_in_process
-
-
-def finetune(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "finetune", *args], capture_output=True, text=True, timeout=120,
-        env={**os.environ, **(env or {})}, cwd=cwd,
-    )
+from conftest import run_in_process, finetune, finetune_process
 
 
 @pytest.mark.parametrize(
@@ -71,7 +60,7 @@ def test_a_method_the_family_cannot_take_is_refused_before_loading(tmp_path):
 
 
 def test_hydra_full_error_shows_the_traceback(tmp_path):
-    result = finetune("train.lrr=1", f"hydra.run.dir={tmp_path}", env={"HYDRA_FULL_ERROR": "1"})
+    result = finetune_process("train.lrr=1", f"hydra.run.dir={tmp_path}", env={"HYDRA_FULL_ERROR": "1"})
     assert result.returncode != 0
     assert "Traceback" in result.stderr
 
@@ -119,9 +108,7 @@ def test_hydra_flags_that_do_not_combine_are_one_line(tmp_path):
 
 
 def test_smoke_runs_without_tiny_models_say_how_to_build_them(tmp_path):
-    env = {key: value for key, value in os.environ.items() if key != "FINETUNE_TINY_MODELS"}
-    result = subprocess.run([sys.executable, "-m", "finetune", "+smoke=tiny"], capture_output=True, text=True,
-                            timeout=120, env=env, cwd=tmp_path)
+    result = finetune("+smoke=tiny", cwd=tmp_path, env={"FINETUNE_TINY_MODELS": ""})
     assert result.returncode == 2
     assert "python -m finetune.tiny ~/.cache/finetune-tiny" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

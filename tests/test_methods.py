@@ -13,8 +13,7 @@ from finetune.methods import METHODS
 from finetune.report import collect
 from finetune.runner import execute
 
-from conftest import skip_if_known_upstream_break
-from test_cli import finetune, tiny_args
+from conftest import skip_if_known_upstream_break, finetune, tiny_args
 
 
 @pytest.mark.parametrize("kind", sorted(METHODS))

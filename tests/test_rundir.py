@@ -13,7 +13,8 @@ import pytest
 
 from finetune.rundir import RunLock
 
-from test_cli import finetune, tiny_args
+from conftest import finetune, tiny_args
+
 
 LORA = ("method=lora", "train.epochs=1", "dataset.max_train_samples=32", "dataset.max_eval_samples=16")
 

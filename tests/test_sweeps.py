@@ -16,8 +16,8 @@ import yaml
 from finetune.report import collect
 from finetune.sweep_names import SWEPT_KEYS_VARIABLE, swept_keys, swept_label
 
-from conftest import run_in_process
-from test_cli import finetune, tiny_args
+from conftest import finetune, run_in_process, tiny_args
+
 
 
 def statuses(sweep: Path) -> dict[str, str]:
@@ -246,11 +246,8 @@ def test_a_smoke_experiment_runs_on_tiny_models(tiny_model, tmp_path):
     models = tmp_path / "tiny"
     models.mkdir()
     (models / "distilbert").symlink_to(tiny_model("distilbert"))
-    result = subprocess.run(
-        [sys.executable, "-m", "finetune", "-m", "+experiment=features_vs_finetuning", "+smoke=tiny",
-         f"hydra.sweep.dir={tmp_path / 'sweep'}"], capture_output=True, text=True, timeout=300, cwd=tmp_path,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "FINETUNE_TINY_MODELS": str(models)},
-    )
+    result = finetune("-m", "+experiment=features_vs_finetuning", "+smoke=tiny", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                      cwd=tmp_path, env={"FINETUNE_TINY_MODELS": str(models)})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "2 runs: 2 completed" in result.stdout
     assert {row["method"] for row in collect([tmp_path / "sweep"])[0]} == {"svm_embeddings", "full"}
