@@ -137,8 +137,7 @@ class Trainer:
             non_finite.observe(loss, state.step + 1)
             window_loss += loss.detach()
             window_batches += 1
-            if "attention_mask" in batch:  # token counts; an image batch has none
-                tokens += batch["attention_mask"].sum()
+            tokens += self.task.count_tokens(batch)
             state.samples += len(batch["labels"]) * self.accelerator.num_processes  # each has its share
             state.batches_done += 1
             if not self.accelerator.sync_gradients:

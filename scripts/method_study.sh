@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The method study behind the README's method table: every method at three learning rates, 3 epochs,
+# The method study behind the README's method table (docs/results.md): every method at three learning rates, 3 epochs,
 # seeds 1-3 (conf/experiment/method_study.yaml), then one report of each method's validation-best
 # configuration. The grids were set when the defaults were lr 5e-5 (full), 5e-4 (lora, on query and
 # value), 3e-3 (ia3, prompt and prefix tuning), 1e-4 (last_layers) and 1e-3 (head_only); the method
@@ -29,4 +29,4 @@ finetune -m +experiment=method_study method=prompt_tuning train.epochs=6 train.l
 for baseline in svm_tfidf svm_embeddings; do  # one sweep each: the sweep dir is named after the method
   finetune -m +experiment=method_study "method=$baseline" "$@"
 done
-finetune-report outputs/experiments/method_study --best
+finetune-report outputs/experiments/method_study --best --baseline full   # best.md, best.csv, best_*.png

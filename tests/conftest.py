@@ -335,3 +335,37 @@ def finetune_process(*args: str, cwd: Path | None = None, env: dict[str, str] | 
 def tiny_args(tiny_bert: Path, sentiment_dir: Path) -> list[str]:
     return ["model=bert", f"model.path={tiny_bert}", "dataset=local", f"dataset.path={sentiment_dir}",
             "hardware=cpu", "train.batch_size=16", "train.lr=2e-3"]
+
+
+def split_metrics(plan, split: str = "test") -> dict[str, float]:
+    """Reload the run's saved model and evaluate it on one split of the run's data."""
+    from accelerate import Accelerator
+
+    from finetune.batching import make_loader, sorted_batches
+    from finetune.data import load_splits
+    from finetune.evaluation import evaluate
+    from finetune.tasks.encoding import tokenize
+    from finetune.trained import load_run
+
+    trained = load_run(Path(plan.run.output_dir))
+    model, tokenizer = trained.model, trained.tokenizer
+    data = load_splits(plan.run.dataset, plan.kind, plan.run.train.seed)
+    task = plan.kind.build(plan.run, tokenizer, data.label_names)
+    encoded = tokenize({split: data.splits[split]}, task, plan.run.model.max_length).splits[split]
+    accelerator = Accelerator(cpu=True)
+    loader = accelerator.prepare(make_loader(encoded, task.collate_eval, sorted_batches(encoded["length"], 64)))
+    return evaluate(accelerator.prepare(model), loader, task, accelerator).metrics
+
+
+@pytest.fixture
+def family_plan(compose_plan, tiny_model, sentiment_dir, tmp_path):
+    def make(family: str, method: str, *overrides: str):
+        return compose_plan(
+            f"model={family}", f"model.path={tiny_model(family)}", "model.max_length=32", f"method={method}",
+            "dataset=local", f"dataset.path={sentiment_dir}", "dataset.label_names=[negative,positive]",
+            "dataset.max_train_samples=32", "dataset.max_eval_samples=16",
+            "hardware=cpu", "train.batch_size=16", "train.lr=1e-3", *overrides,
+            output_dir=tmp_path / f"run{len(list(tmp_path.iterdir()))}",
+        )
+
+    return make

@@ -76,6 +76,10 @@ class Task(Protocol):
 
     def collate_eval(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]: ...
 
+    def count_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | int:
+        """Non-padding tokens in a training batch, for tokens/s (0 where inputs are not tokens)."""
+        ...
+
     def evaluate_batch(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> BatchOutput: ...
 
     def metrics(self, predictions: list[np.ndarray], references: list[np.ndarray]) -> dict[str, float]:
@@ -93,6 +97,11 @@ class Task(Protocol):
     def calibrated(self, validation: dict[str, float]) -> Task:
         """The task as the test split should see it, given the validation metrics (tuned threshold)."""
         ...
+
+
+def attended_tokens(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Tokens a text batch attends to: its attention mask's sum, counted on the device (no sync)."""
+    return batch["attention_mask"].sum()
 
 
 def label_config(label_names: tuple[str, ...]) -> dict[str, Any]:

@@ -17,7 +17,8 @@ from transformers import AutoModelForSequenceClassification, DataCollatorWithPad
 from finetune.errors import UserError
 from finetune.metrics import classification_metrics
 from finetune.tasks import register_task
-from finetune.tasks.base import BatchOutput, ModelParts, TaskKind, head_parts, label_config, lm_parts, single_label_outputs
+from finetune.tasks.base import (BatchOutput, ModelParts, TaskKind, attended_tokens, head_parts, label_config, lm_parts,
+                                 single_label_outputs)
 from finetune.tasks.columns import BadLabel, LabelledSplits, SplitSource, map_labels, require_column, require_labels
 from finetune.tasks.text_to_text import TextToText
 
@@ -30,6 +31,9 @@ class SingleLabelScoring:
 
     def collate_eval(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return self.collate(features)
+
+    def count_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | int:
+        return attended_tokens(batch)
 
     def evaluate_batch(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> BatchOutput:
         output = model(**batch)

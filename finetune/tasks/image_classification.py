@@ -69,6 +69,9 @@ class PromptImageClassification(SingleLabelScoring):
         images = [checked_image(reference) for reference in texts]
         return {"image": images, "labels": targets, "truncated": [False] * len(images), "length": [1] * len(images)}
 
+    def count_tokens(self, batch: dict[str, torch.Tensor]) -> int:
+        return 0  # pixels, not tokens
+
     def collate(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return {"pixel_values": pixel_values(self.image_processor, [f["image"] for f in features]),
                 "labels": torch.tensor([f["labels"] for f in features])}

@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, DataCollat
 from finetune.metrics import rouge_metrics
 from finetune.schema import DatasetSpec, GenerationSpec
 from finetune.tasks import register_task
-from finetune.tasks.base import BatchOutput, ModelParts, TaskKind, lm_parts
+from finetune.tasks.base import BatchOutput, ModelParts, TaskKind, attended_tokens, lm_parts
 from finetune.tasks.columns import LabelledSplits, SplitSource, require_column, require_strings
 from finetune.tasks.generation import IGNORE, decode, generate
 
@@ -35,6 +35,9 @@ class _Summarization:
 
     def model_kwargs(self) -> dict[str, Any]:
         return {}
+
+    def count_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return attended_tokens(batch)
 
     def positions_after_source(self) -> int:
         return 0

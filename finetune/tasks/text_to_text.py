@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, PreTrainedTokenizerBase
 
-from finetune.tasks.base import ModelParts, label_config
+from finetune.tasks.base import ModelParts, attended_tokens, label_config
 from finetune.tasks.generation import IGNORE
 
 @dataclass(frozen=True)
@@ -44,6 +44,9 @@ class TextToText:
 
     def collate_eval(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return self.collate(features)
+
+    def count_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return attended_tokens(batch)
 
     def samples(self, predictions: list[np.ndarray], references: list[np.ndarray]) -> list[dict[str, Any]]:
         return []

@@ -10,27 +10,12 @@ import pytest
 from finetune.errors import UserError
 from finetune.runner import execute
 
-from conftest import FAMILIES, NETWORK_METHODS, skip_if_known_upstream_break
-from test_runner import split_metrics
+from conftest import FAMILIES, NETWORK_METHODS, skip_if_known_upstream_break, split_metrics
 
 REFUSED = {
     ("albert", "prefix_tuning"): "ALBERT's attention takes no past key/values",
     ("distilbert", "prefix_tuning"): "DistilBERT's attention takes no past key/values",
 }
-
-
-@pytest.fixture
-def family_plan(compose_plan, tiny_model, sentiment_dir, tmp_path):
-    def make(family: str, method: str, *overrides: str):
-        return compose_plan(
-            f"model={family}", f"model.path={tiny_model(family)}", "model.max_length=32", f"method={method}",
-            "dataset=local", f"dataset.path={sentiment_dir}", "dataset.label_names=[negative,positive]",
-            "dataset.max_train_samples=32", "dataset.max_eval_samples=16",
-            "hardware=cpu", "train.batch_size=16", "train.lr=1e-3", *overrides,
-            output_dir=tmp_path / f"run{len(list(tmp_path.iterdir()))}",
-        )
-
-    return make
 
 
 @pytest.mark.parametrize("family,method", [(f, m) for f in FAMILIES for m in NETWORK_METHODS if (f, m) not in REFUSED])

@@ -13,7 +13,6 @@ from finetune.frozen.store import FeatureSet
 from finetune.runner import execute
 
 from conftest import FAMILIES
-from test_families import family_plan  # noqa: F401 (a fixture)
 
 COMPUTED, REUSED = ": computed,", ": reused,"
 
