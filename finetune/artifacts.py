@@ -57,6 +57,10 @@ class ResultsFile:
     def fail(self, error: BaseException) -> dict[str, Any]:
         return self._finish("failed", {"error": f"{type(error).__name__}: {error}"}, must_write=False)
 
+    def prune(self, training: dict[str, Any], validation: dict[str, float]) -> dict[str, Any]:
+        """A search's pruner stopped the run: its curves so far, and its best validation."""
+        return self._finish("pruned", {"training": training, "metrics": {"validation": validation}})
+
     def interrupt(self, error: BaseException) -> dict[str, Any]:
         return self._finish("interrupted", {"error": str(error)}, must_write=False)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
@@ -12,6 +13,7 @@ from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.plugins import Plugins
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -60,6 +62,9 @@ Companion commands:
 
 
 register_configs()
+# hydra/sweeper=optuna and its sampler and pruner groups; Hydra's plugin scan misses a namespace
+# package that an editable install maps in, so finetune imports its plugin itself
+Plugins.instance().register(importlib.import_module("hydra_plugins.finetune_optuna.optuna_sweeper").OptunaSweeper)
 if not OmegaConf.has_resolver("finetune_help"):
     OmegaConf.register_new_resolver("finetune_help", help_text)
 _job_started = threading.Event()  # set once Hydra has made the run dir and called the job
@@ -110,7 +115,7 @@ def _job(config: DictConfig, gpu_slots: Path | None = None, job_number: int = 0)
     plan, state = checked if checked else (build_plan(config), None)
     run_dir = Path(plan.run.output_dir)
     if not is_main_process():  # the main process owns the run dir; this one follows its lead
-        return _train(plan, gpu_slots, job_number), "completed"
+        return _train(plan, gpu_slots, job_number)
     state = state or plan_run_dir(plan, in_sweep=HydraConfig.get().mode == RunMode.MULTIRUN)
     if state.action is Action.COMPLETE:
         print(completed_message(state.record, run_dir))
@@ -118,17 +123,17 @@ def _job(config: DictConfig, gpu_slots: Path | None = None, job_number: int = 0)
     with RunLock(run_dir):
         if state.action is Action.RESTART:
             clear_run_dir(run_dir)
-        return _train(plan, gpu_slots, job_number), "completed"
+        return _train(plan, gpu_slots, job_number)
 
 
-def _train(plan: Plan, gpu_slots: Path | None, job_number: int) -> float | None:
+def _train(plan: Plan, gpu_slots: Path | None, job_number: int) -> tuple[float | None, str]:
     from finetune.runner import execute  # torch and the training stack load only for a valid run
 
     quiet_libraries()
     with placed_on_gpu(plan.run.hardware, gpu_slots, job_number):
         record = execute(plan)
     print(format_summary(record, Path(plan.run.output_dir)))
-    return record.score("validation")
+    return record.score("validation"), record.status
 
 
 def completed_message(record: RunRecord, run_dir: Path) -> str:
@@ -211,11 +216,10 @@ def format_summary(record: RunRecord, run_dir: Path) -> str:
         shown = "  ".join(f"{name} {value:.4f}" for name, value in metrics.items()
                           if name != "loss" and not name.startswith("f1_"))
         lines.append(f"  {split:<11} {shown}")
-    lines.append(
-        f"  trainable   {params['trainable']:,} of {params['total']:,} parameters "
-        f"({100 * params['trainable'] / params['total']:.2f}%)"
-    )
-    if record.train_seconds:
+    if params.get("total"):  # a pruned trial stopped before its counts were recorded
+        lines.append(f"  trainable   {params['trainable']:,} of {params['total']:,} parameters "
+                     f"({100 * params['trainable'] / params['total']:.2f}%)")
+    if record.train_seconds and record.peak_memory_mb is not None:
         lines.append(
             f"  training    {record.train_seconds:.1f} s, {record.train_samples_per_second:.1f} samples/s, "
             f"peak memory {record.peak_memory_mb:,.0f} MB, {record.precision or 'fp32'} on {record.device or 'cpu'}"

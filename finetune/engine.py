@@ -9,7 +9,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from accelerate import Accelerator
@@ -20,6 +20,7 @@ from transformers import get_linear_schedule_with_warmup
 from finetune.artifacts import Tracker
 from finetune.batching import LengthGroupedBatches
 from finetune.checkpoint import BestCheckpoint, Checkpoints, LoopState
+from finetune.errors import TrialPruned
 from finetune.evaluation import evaluate
 from finetune.guards import NonFiniteLoss, StopSignals, out_of_memory_hint
 from finetune.methods import Method
@@ -75,10 +76,13 @@ class Trainer:
     checkpoints: Checkpoints
     best: BestCheckpoint
     stop: StopSignals  # set by SIGTERM or SIGINT while the loop runs
+    # (step, validation main metric) -> whether to stop: a search's pruner; None outside one
+    prune: Callable[[int, float], bool] | None = None
     skipped_batches: int = 0  # batches whose loss was not finite, with train.skip_nonfinite
     plain: nn.Module = field(init=False)  # the model without its data-parallel and compile wrappers
     optimizer: torch.optim.Optimizer = field(init=False)  # built and prepared by fit
     scheduler: torch.optim.lr_scheduler.LRScheduler = field(init=False)
+    resume_from: Path | None = field(init=False, default=None)
 
     def fit(self, resume_from: Path | None, config_hash: str) -> FitSummary:
         """Train, keeping the epoch with the best validation `task.main_metric`; resume from a checkpoint."""
@@ -92,6 +96,7 @@ class Trainer:
                                       fused=self.accelerator.device.type in ("cpu", "cuda"))
         scheduler = get_linear_schedule_with_warmup(optimizer, round(self.train.warmup_ratio * total_steps), total_steps)
         self.optimizer, self.scheduler = self.accelerator.prepare(optimizer, scheduler)
+        self.resume_from = resume_from
         state = self.checkpoints.resume(resume_from, config_hash, self.plain, self.optimizer, self.scheduler)
         if resume_from is not None:
             self.method.load_state_dict(Checkpoints.method_state(resume_from), self.plain)
@@ -110,12 +115,15 @@ class Trainer:
                 if self._stop_requested(True):  # a signal during the evaluation: its checkpoint is saved
                     raise self.stop.interrupted(f"after epoch {state.epoch}; checkpoint saved")
         bar.close()
+        return self._summary(state)
+
+    def _summary(self, state: LoopState) -> FitSummary:
         seconds = max(state.train_seconds, 1e-9)
         return FitSummary(
             epochs_run=state.epoch, optimizer_steps=state.step, best_epoch=state.best_epoch,
             train_seconds=state.train_seconds, train_samples_per_second=state.samples / seconds,
             train_tokens_per_second=state.tokens / seconds, stopped_early=state.stopped_early,
-            resumed_from_step=Checkpoints.step(resume_from), skipped_batches=self.skipped_batches,
+            resumed_from_step=Checkpoints.step(self.resume_from), skipped_batches=self.skipped_batches,
             train_loss=state.train_loss, validation_curve=state.validation_curve, best_validation=state.best_metrics,
         )
 
@@ -160,6 +168,8 @@ class Trainer:
                 raise self.stop.interrupted(f"at step {state.step}; checkpoint saved")
             if state.step >= total_steps:
                 break
+            if self.train.eval_every_steps and state.step % self.train.eval_every_steps == 0:
+                self._evaluate_within_epoch(state)
         non_finite.check(self.accelerator.gather, self.checkpoints.latest())
         if window_batches:  # the steps since the last log point: every run's curve reaches its last step
             self._log_train(state, window_loss.item() / window_batches, bar)
@@ -206,6 +216,24 @@ class Trainer:
             log.info("Checkpoint %s", path)
         self.accelerator.wait_for_everyone()
 
+    def _evaluate_within_epoch(self, state: LoopState) -> None:
+        """Validation every train.eval_every_steps: logged and reported to a pruner; the best epoch is
+        still chosen at epoch ends."""
+        metrics = evaluate(self.model, self.validation_loader, self.task, self.accelerator, self.method).metrics
+        self.tracker.log("validation_steps", metrics, state.step)
+        self.model.train()
+        self._report(state, metrics)
+
+    def _report(self, state: LoopState, metrics: dict[str, float]) -> None:
+        """Tell a search's pruner the validation main metric; stop, with a checkpoint, when it prunes."""
+        if self.prune is None or not self.prune(state.step, metrics[self.task.main_metric]):
+            return
+        self._save(state)
+        summary = self._summary(state)
+        raise TrialPruned(f"pruned by the search at step {state.step}",
+                          {key: value for key, value in vars(summary).items() if key != "best_validation"},
+                          summary.best_validation or metrics)
+
     def _end_epoch(self, state: LoopState) -> None:
         """Evaluate, keep the best epoch, decide on early stopping, checkpoint."""
         metrics = evaluate(self.model, self.validation_loader, self.task, self.accelerator, self.method).metrics
@@ -220,6 +248,7 @@ class Trainer:
         else:
             state.bad_epochs += 1
         state.epoch, state.batches_done = state.epoch + 1, 0
+        self._report(state, metrics)
         patience = self.train.early_stopping_patience
         if patience and state.bad_epochs >= patience:
             log.info("Early stop: no better validation %s for %d epoch(s)", self.task.main_metric, state.bad_epochs)

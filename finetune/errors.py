@@ -16,6 +16,14 @@ class UserError(Exception):
     """Bad config, data or paths: the message says what is wrong and what is allowed."""
 
 
+class TrialPruned(Exception):
+    """The search's pruner stopped this run's trial; `training` and `validation` hold what it reached."""
+
+    def __init__(self, message: str, training: dict[str, Any], validation: dict[str, float]) -> None:
+        super().__init__(message)
+        self.training, self.validation = training, validation
+
+
 class RunDirInUse(UserError):
     """Another live finetune process trains in the run dir (it holds the dir's lock)."""
 

@@ -32,7 +32,7 @@ class Outcome:
 
 @dataclass(frozen=True)
 class RunRecord:
-    """A results.json: `running`, `completed`, `failed` or `interrupted`. A field the run did not
+    """A results.json: `running`, `completed`, `pruned` (by a search), `failed` or `interrupted`. A field the run did not
     reach (or that an older finetune did not write) has its empty default."""
 
     status: str = "unknown"

@@ -25,6 +25,7 @@ from finetune.files import write_text_atomic
 from finetune.plots import write_plots
 from finetune.record import RunRecord
 from finetune.studies import Configuration, best_per_method, configurations, flatten, swept_keys, versus_reference
+from finetune.trace import write_trace
 
 COLUMNS = (
     "model", "method", "dataset", "status", "metric", "validation", "test", "trainable", "trainable_%",
@@ -201,6 +202,8 @@ def write_report(rows: list[dict[str, Any]], out: Path, best: bool, versus: str)
     write_text_atomic(out / f"{name}.csv", to_csv(summary, [*summary_columns, *versus_columns, "runs"]))
     write_text_atomic(out / "runs.csv", runs_csv(rows, keys))
     plots = write_plots(configs, out, prefix="best_" if best else "")
+    trace = None if best else write_trace(rows, out / "search_trace.png")
+    plots += [trace] if trace else []
     swept = f"; swept: {', '.join(keys)}" if keys else ""
     shown = "; each method's validation-best shown" if best else ""
     reference = "" if versus == "best" else f"; compared with {versus}"

@@ -80,7 +80,7 @@ def plan_run_dir(plan: Plan, in_sweep: bool = False) -> RunDirState:
             f"{key}: {run_dir} holds a {record.status} run of another config "
             f"({record.model} + {record.method} on {record.dataset}, config_hash "
             f"{record.config_hash}); {way_out}")
-    if record.status == "completed":
+    if record.status in ("completed", "pruned"):  # a pruned trial is an answer too: not trained again
         return RunDirState(Action.COMPLETE, record)
     if RunLock.held(run_dir):
         raise RunDirInUse(IN_USE.format(run_dir=run_dir))

@@ -21,7 +21,7 @@ from finetune.batching import LengthGroupedBatches, make_loader, sorted_batches
 from finetune.checkpoint import BestCheckpoint, Checkpoints
 from finetune.data import load_splits
 from finetune.engine import Trainer, planned_steps
-from finetune.errors import Interrupted, RunError, UserError
+from finetune.errors import Interrupted, RunError, TrialPruned, UserError
 from finetune.evaluation import evaluate
 from finetune.files import write_text_atomic
 from finetune.frozen import FrozenFeatures, frozen_features
@@ -33,6 +33,7 @@ from finetune.record import Outcome, RunRecord
 from finetune.tasks import Task
 from finetune.tasks.columns import LabelledSplits
 from finetune.tasks.encoding import Tokenized, tokenize
+from finetune.trial import pruner_of
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,9 @@ def execute(plan: Plan) -> RunRecord:
             outcome = _standalone(session) if plan.method.standalone else _recipe(session)
             tracker.hparams(run, outcome)
             return RunRecord.from_dict(results.complete(outcome))
+    except TrialPruned as pruned:
+        log.info("Trial %s pruned at step %d", plan.run.trial.number, pruned.training["optimizer_steps"])
+        return RunRecord.from_dict(results.prune(pruned.training, pruned.validation))
     except Interrupted as error:
         results.interrupt(error)
         raise
@@ -163,7 +167,8 @@ def _train(session: Session, model: nn.Module, task: Task, train_loader: DataLoa
     plan, accelerator = session.plan, session.accelerator
     best = BestCheckpoint(session.run_dir / "checkpoints")
     trainer = Trainer(compiled(model, plan.run.hardware), train_loader, order, loaders["validation"], plan.run.train,
-                      task, plan.method, accelerator, session.tracker, session.checkpoints, best, session.stop)
+                      task, plan.method, accelerator, session.tracker, session.checkpoints, best, session.stop,
+                      prune=pruner_of(plan.run.trial))
     summary = trainer.fit(session.resume_from, plan.config_hash)
     best.restore(accelerator.unwrap_model(model))
     training = {key: value for key, value in vars(summary).items() if key != "best_validation"}

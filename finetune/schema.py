@@ -21,11 +21,12 @@ from finetune.errors import UserError, one_of, require
 ARCHITECTURES = ("encoder", "seq2seq", "causal", "vision_language")
 DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-TRAIN_BOOKKEEPING = ("log_every_steps", "save_every_steps", "keep_checkpoints")  # train.* keys outside config_hash
+TRAIN_BOOKKEEPING = ("log_every_steps", "save_every_steps", "keep_checkpoints", "eval_every_steps")  # train.* keys outside config_hash
 # keys added after runs existed: config_hash leaves them out at their defaults, so those runs' hashes stay valid
 LATER_KEYS = (("train", "feature_cache"), ("dataset", "image_column"), ("dataset", "prompt_template"),
               ("dataset", "delimiter"))
-NOT_IN_HASH = (("model", "embeddings"), ("model", "model_type"))  # where work may be skipped, what a checkpoint is
+# where work may be skipped, what a checkpoint is, how a study searches
+NOT_IN_HASH = (("model", "embeddings"), ("model", "model_type"), ("method", "search"))
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,7 @@ class TrainSpec:
     early_stopping_patience: Optional[int] = 2  # epochs without improvement; null disables
     seed: int = 42
     log_every_steps: int = 10  # loss/lr to TensorBoard and the progress bar
+    eval_every_steps: Optional[int] = None  # also evaluate validation every N optimizer steps (a pruner sees each); null: epoch ends only
     save_every_steps: Optional[int] = None  # resumable checkpoint every N optimizer steps; always at epoch end
     keep_checkpoints: int = 2  # the newest K resumable checkpoints are kept
     skip_nonfinite: bool = False  # skip batches with a NaN/inf loss instead of stopping the run
@@ -159,7 +161,7 @@ class TrainSpec:
             require(value > 0, f"train.{key}", f"must be > 0, got {value}")
         require(self.lr > 0, "train.lr", f"must be > 0, got {self.lr}")
         require(0 <= self.seed < 2**32, "train.seed", f"must be in [0, 2**32 - 1], got {self.seed}")
-        for key in ("eval_batch_size", "max_steps", "early_stopping_patience", "save_every_steps"):
+        for key in ("eval_batch_size", "max_steps", "early_stopping_patience", "save_every_steps", "eval_every_steps"):
             value = getattr(self, key)
             require(value is None or value > 0, f"train.{key}", f"must be > 0 or null, got {value}")
         require(0 <= self.warmup_ratio < 1, "train.warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
@@ -206,6 +208,17 @@ class HardwareSpec:
 
 
 @dataclass(frozen=True)
+class TrialSpec:
+    """Set by the Optuna sweeper (hydra/sweeper=optuna) in each job it launches: the job's trial, to
+    which it reports every validation and which may prune it. Not part of what the run computes."""
+
+    storage: Optional[str] = None  # the study's Optuna storage URL, or its journal file
+    study: Optional[str] = None
+    number: Optional[int] = None
+    pruning: bool = False  # the study has a pruner: report each validation and stop when pruned
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     """A method's settings; each method's YAML extends one subclass (finetune/methods/).
 
@@ -215,6 +228,9 @@ class MethodSpec:
 
     name: str = MISSING
     kind: str = MISSING
+    # finetune-study's search space for this method: sweep overrides in Hydra's syntax, e.g.
+    # "train.lr=tag(log, interval(1e-4, 3e-3))"; empty for a baseline, which runs once
+    search: List[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -227,6 +243,7 @@ class Run:
     hardware: HardwareSpec = MISSING
     train: TrainSpec = field(default_factory=TrainSpec)
     generation: GenerationSpec = field(default_factory=GenerationSpec)
+    trial: TrialSpec = field(default_factory=TrialSpec)  # the Optuna sweeper's; null outside a search
     output_dir: str = "${hydra:runtime.output_dir}"  # the Hydra run directory
     restart: bool = False  # start over in a used run dir, deleting the earlier run's results, checkpoints and model
     overrides: List[str] = field(default_factory=lambda: "${hydra:overrides.task}")  # type: ignore

@@ -20,6 +20,7 @@ from finetune.schema import TRAIN_BOOKKEEPING
 SEED_KEY = "train.seed"
 NOT_SETTINGS = (  # where and how a run went, not what it computed
     "output_dir", "overrides", "restart", SEED_KEY, "hardware.name", "hardware.jobs_per_gpu", "hardware.num_threads",
+    "trial.storage", "trial.study", "trial.number", "trial.pruning", "method.search",
     *(f"train.{key}" for key in TRAIN_BOOKKEEPING),
 )
 IDENTITY = ("model.name", "method.name", "dataset.name")  # always shown as model, method, dataset

@@ -37,7 +37,7 @@ INVOCATION_VARIABLE = "FINETUNE_SWEEP_INVOCATION"  # this invocation's folder un
 STARTED_VARIABLE = "FINETUNE_SWEEP_STARTED"  # time.time() at the sweep's start
 PLANNED_VARIABLE = "FINETUNE_SWEEP_JOBS"  # the number of jobs, where the sweeper says it in advance
 ELSEWHERE = "elsewhere"
-DONE = ("completed", "skipped", "completed in another process")  # any other outcome makes the sweep exit 1
+DONE = ("completed", "skipped", "pruned", "completed in another process", "pruned in another process")  # any other outcome makes the sweep exit 1
 POLL_S = 2.0
 failed_jobs: list[str] = []  # filled at the end of a multirun; the CLI exits 1 when it is not empty
 
@@ -162,5 +162,5 @@ def _wait_for_other_process(run_dir: Path) -> tuple[str, str]:
         record = RunRecord.read(run_dir / "results.json")
     except (OSError, ValueError):
         return "failed in another process", "no readable results.json"
-    status = record.status if record.status in ("completed", "failed", "interrupted") else "unfinished"
+    status = record.status if record.status in ("completed", "pruned", "failed", "interrupted") else "unfinished"
     return f"{status} in another process", record.error

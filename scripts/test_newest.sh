@@ -19,7 +19,7 @@ python - <<'PY'
 from importlib.metadata import version
 pinned = dict(line.strip().split("==", 1) for line in open("constraints.txt") if "==" in line and not line.startswith("#"))
 for name in ("torch", "transformers", "peft", "accelerate", "datasets", "hydra-core", "evaluate", "scikit-learn", "tokenizers",
-             "optuna", "hydra-optuna-sweeper"):
+             "optuna"):
     found, tested = version(name), pinned.get(name, "?")
     print(f"newest  {name:<14} {found:<12}" + ("" if found.split("+")[0] == tested else f"(constraints.txt: {tested})"))
 PY

@@ -17,10 +17,10 @@ LAYERS = (
     ("tasks", {"tasks", "data"}),
     ("methods", {"methods"}),
     ("plan", {"plan"}),
-    ("run", {"frozen", "evaluation", "engine", "artifacts", "trained", "rundir"}),
+    ("run", {"frozen", "evaluation", "engine", "artifacts", "trained", "rundir", "trial"}),
     ("runner", {"runner"}),
-    ("commands", {"cli", "__main__", "__init__", "sweeps", "evaluate_run", "export", "predict", "report", "studies",
-                  "plots", "tiny"}),
+    ("commands", {"cli", "__main__", "__init__", "sweeps", "search", "evaluate_run", "export", "predict", "report", "studies",
+                  "plots", "tiny", "trace"}),
 )
 
 

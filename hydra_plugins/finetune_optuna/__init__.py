@@ -1,0 +1,1 @@
+"""finetune's Optuna sweeper for Hydra: `hydra/sweeper=optuna` (see finetune.search)."""
