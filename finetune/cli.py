@@ -31,6 +31,7 @@ logging.getLogger("alembic").setLevel(logging.WARNING)  # optuna's storage layer
 
 
 COMPANIONS = {
+    "finetune-study OVERRIDES... study.methods=[...]": "a fair method comparison: equal searches, replicates, one report",
     "finetune-report DIR...": "a comparison table (markdown, CSV) and plots of every results.json under the dirs",
     "finetune-predict RUN_DIR TEXT...": "predictions of a trained run (or --file texts.txt/.jsonl/.csv)",
     "finetune-eval RUN_DIR OVERRIDES...": "score a trained run on other data (dataset=sst2 dataset.path=DIR)",

@@ -13,7 +13,7 @@ from conftest import run_in_process, finetune, finetune_process
     [
         (["model=bret"], "model=bret: no such option; choose one of albert, bert, clip, distilbert, flan_t5, flan_t5_small, gpt_neo, minilm"),
         (["train.lrr=1"], "train.lrr: unknown key; TrainSpec allows epochs, lr,"),
-        (["method=lora", "method.rank=4"], "method.rank: unknown key; LoraSpec allows name, kind, r, alpha"),
+        (["method=lora", "method.rank=4"], "method.rank: unknown key; LoraSpec allows name, kind, search, r, alpha"),
         (["train.lr=fast"], "train.lr: Value 'fast' of type 'str' could not be converted to Float"),
         (["train.batch_size=0"], "train.batch_size: must be > 0, got 0"),
         (["dataset=local"], "dataset.path: data set 'local' needs dataset.path=DIR"),

@@ -52,7 +52,9 @@ def test_run_is_immutable(compose_plan):
 def test_method_options_become_their_own_typed_specs(compose_plan):
     lora = compose_plan("method=lora", "method.r=4", "method.target_modules=[query]").run.method
     assert isinstance(lora, LoraSpec) and lora.r == 4 and lora.target_modules == ("query",)
-    assert compose_plan("method=last_layers", "method.num_layers=3").run.method == LastLayersSpec(name="last_layers", num_layers=3)
+    last = compose_plan("method=last_layers", "method.num_layers=3").run.method
+    assert last == LastLayersSpec(name="last_layers", num_layers=3, search=last.search)
+    assert "method.num_layers=choice(1, 2, 4)" in last.search  # finetune-study's search space, from the YAML
 
 
 @pytest.mark.parametrize(
