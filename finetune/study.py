@@ -31,7 +31,9 @@ from finetune.search import distribution
 
 EXIT_INTERRUPTED = (130, 143)  # a stage stopped by SIGINT or SIGTERM: the study stops too, and resumes
 MANAGED = ("method", "train.seed", "train.epochs", "train.early_stopping_patience", "hydra.sweep.dir",
-           "hydra/sweeper", "hydra.sweeper.n_trials")  # set by the study for every stage
+           "hydra/sweeper", "hydra/sweeper/sampler", "hydra/sweeper/pruner", "hydra.sweeper.n_trials",
+           "hydra.sweeper.n_jobs", "hydra.sweeper.params")  # set by the study for every stage
+SEARCH_ONLY = ("hydra.sweeper.sampler.", "hydra.sweeper.pruner.")  # overrides for the search stages alone
 
 
 @dataclass
@@ -96,10 +98,16 @@ def check(spec: StudySpec) -> None:
         raise UserError(f"study.methods: a method is named twice in {spec.methods}")
 
 
+def split(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """The overrides for every stage, and those for the search stages alone (sampler and pruner arguments)."""
+    searching = [override for override in overrides if override.lstrip("+").startswith(SEARCH_ONLY)]
+    return [override for override in overrides if override not in searching], searching
+
+
 def arms(spec: StudySpec, overrides: list[str]) -> list[Arm]:
     """Each method composed with the overrides, and once more with a point of its search space, so
     that an unknown search key or a refused combination stops the study before anything trains."""
-    found = []
+    overrides, found = split(overrides)[0], []
     with tempfile.TemporaryDirectory() as scratch:
         for method in spec.methods:
             base = [*overrides, f"method={method}", f"train.epochs={spec.max_epochs}"]
@@ -157,7 +165,8 @@ def chosen(search_dir: Path) -> dict[str, Any] | None:
 
 def run_study(spec: StudySpec, overrides: list[str], found: list[Arm], root: Path) -> dict[str, str]:
     """Every stage, in order; returns what became of each method ("searched", "baseline", or why not)."""
-    common = [*overrides, f"train.epochs={spec.max_epochs}", f"train.early_stopping_patience={spec.patience}"]
+    every, searching = split(overrides)
+    common = [*every, f"train.epochs={spec.max_epochs}", f"train.early_stopping_patience={spec.patience}"]
     outcome = {}
     for arm in found:
         seeds = ",".join(str(seed) for seed in range(1, spec.seeds + 1))
@@ -170,7 +179,7 @@ def run_study(spec: StudySpec, overrides: list[str], found: list[Arm], root: Pat
         stage([*common, f"method={arm.method}", "hydra/sweeper=optuna", f"hydra/sweeper/sampler={spec.sampler}",
                f"hydra/sweeper/pruner={spec.pruner}", f"hydra.sweeper.sampler.seed={spec.sampler_seed}",
                f"hydra.sweeper.n_trials={spec.trials}", f"hydra.sweeper.n_jobs={spec.jobs}",
-               f"hydra.sweep.dir={search_dir}", *arm.search],
+               f"hydra.sweep.dir={search_dir}", *searching, *arm.search],
               f"search {arm.method}: {spec.trials} trials in {search_dir}")
         best = chosen(search_dir)
         if best is None:

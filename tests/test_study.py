@@ -83,3 +83,13 @@ def test_bad_study_configs_are_one_line_with_exit_2(args, message, capsys):
         main(args)
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_sampler_and_pruner_arguments_go_to_the_searches_alone(tiny_bert, sentiment_dir, tmp_path):
+    from finetune.study import arms, check, parse, split
+
+    spec, overrides = parse([*study_args(tiny_bert, sentiment_dir, tmp_path), "study.pruner=median",
+                             "hydra.sweeper.pruner.n_startup_trials=1", "+hydra.sweeper.sampler.n_startup_trials=2"])
+    check(spec)
+    assert [arm.method for arm in arms(spec, overrides)] == ["full", "lora", "svm_tfidf"]  # composed without them
+    assert split(overrides)[1] == ["hydra.sweeper.pruner.n_startup_trials=1", "+hydra.sweeper.sampler.n_startup_trials=2"]
