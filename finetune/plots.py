@@ -76,8 +76,17 @@ def _label(group: list[Configuration]) -> str:
 
 def settings_text(config: Configuration) -> str:
     """The configuration's swept settings in a few words, keys shortened (no model or method)."""
-    return " ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in config.settings.items()
+    return " ".join(f"{key.rsplit('.', 1)[-1]}={_short(value)}" for key, value in config.settings.items()
                     if value not in ("–", "null"))
+
+
+def _short(value: str) -> str:
+    """A float as 3 significant digits (a searched learning rate has 17); anything else as it is."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if number.is_integer() or "." not in value and "e" not in value else f"{number:.3g}"
 
 
 def quality_figure(group: list[Configuration], x_key: str, x_label: str, colours: dict[str, tuple]) -> plt.Figure:

@@ -72,8 +72,8 @@ def _panel(axes: plt.Axes, name: str, trials: list[dict[str, Any]]) -> None:
     if points:
         axes.step(*zip(*points), where="post", color="black", linewidth=1, label="best so far")
     metric = next((row["metric"] for row in trials if row["metric"]), "main metric")
-    where = "" if name == "." else f" {name}"
-    axes.set(xlabel="trial", ylabel=f"validation {metric}", title=f"search{where}: {len(trials)} trials")
+    title = f"{'search' if name == '.' else name}: {len(trials)} trials"
+    axes.set(xlabel="trial", ylabel=f"validation {metric}", title=title)
     numbers = [trial_number(row) for row in trials]
     axes.set_xlim(min(numbers) - 0.5, max(numbers) + 0.5)  # markers on the edge do not widen the axis
     axes.xaxis.get_major_locator().set_params(integer=True)
