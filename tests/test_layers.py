@@ -1,5 +1,5 @@
 """The package's layers import only downward, read from the source: every import counts, at the
-top, inside a function or under TYPE_CHECKING (as ../shared/tools/import_graph.py reads them)."""
+top, inside a function or under TYPE_CHECKING (as the import_graph.py tool in the shared tools reads them)."""
 
 from __future__ import annotations
 
