@@ -7,7 +7,6 @@ results.json (completed, pruned or failed).
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 from pathlib import Path
@@ -23,8 +22,6 @@ from finetune.errors import UserError
 from finetune.record import RunRecord
 from finetune.rundir import RunLock
 from finetune.trial import build, storage
-
-log = logging.getLogger(__name__)
 
 SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
             "cmaes": optuna.samplers.CmaEsSampler}  # and "grid": GridSampler, below
@@ -134,9 +131,9 @@ def outcome(output_dir: Path) -> tuple[TrialState, float | None, str]:
         record = RunRecord.read(output_dir / "results.json")
     except (OSError, ValueError, TypeError) as error:
         return TrialState.FAIL, None, f"no readable results.json ({error})"
-    if record.status == "pruned":
-        return TrialState.PRUNED, record.score("validation"), ""
     score = record.score("validation")
+    if record.status == "pruned":
+        return TrialState.PRUNED, score, ""
     if record.status == "completed" and score is not None:
         return TrialState.COMPLETE, score, ""
     return TrialState.FAIL, None, record.error or record.status

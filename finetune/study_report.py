@@ -24,17 +24,22 @@ def cost(rows: list[dict[str, Any]]) -> dict[str, Any]:
     by_stage: dict[str, dict[str, float]] = {}
     completed: dict[str, list[float]] = {}
     for row in rows:
-        stage, search = Path(row["run"]).parts[0], str(Path(row["run"]).parent)
+        stage, search = Path(row["run"]).parts[0], _search_of(row)
         totals = by_stage.setdefault(stage, {"runs": 0, "seconds": 0.0})
         totals["runs"] += 1
         totals["seconds"] += row["train_s"] or 0.0
         if row["status"] == "completed" and row["train_s"]:
             completed.setdefault(search, []).append(row["train_s"])
     pruned = [row for row in rows if row["status"] == "pruned"]
-    saved = sum(max(0.0, statistics.fmean(completed[str(Path(row["run"]).parent)]) - (row["train_s"] or 0.0))
-                for row in pruned if completed.get(str(Path(row["run"]).parent)))
+    saved = sum(max(0.0, statistics.fmean(completed[_search_of(row)]) - (row["train_s"] or 0.0))
+                for row in pruned if completed.get(_search_of(row)))
     return {"stages": by_stage, "pruned": len(pruned), "saved_seconds": saved,
             "seconds": sum(totals["seconds"] for totals in by_stage.values())}
+
+
+def _search_of(row: dict[str, Any]) -> str:
+    """The folder of the run's sweep (one search, or one stage's runs of a method)."""
+    return str(Path(row["run"]).parent)
 
 
 def cost_lines(spent: dict[str, Any]) -> list[str]:

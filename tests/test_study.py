@@ -93,3 +93,17 @@ def test_sampler_and_pruner_arguments_go_to_the_searches_alone(tiny_bert, sentim
     check(spec)
     assert [arm.method for arm in arms(spec, overrides)] == ["full", "lora", "svm_tfidf"]  # composed without them
     assert split(overrides)[1] == ["hydra.sweeper.pruner.n_startup_trials=1", "+hydra.sweeper.sampler.n_startup_trials=2"]
+
+
+def test_the_cost_counts_each_stage_and_what_pruning_saved():
+    from finetune.study_report import cost
+
+    def row(run, status, seconds):
+        return {"run": run, "status": status, "train_s": seconds}
+
+    spent = cost([row("search/lora/000_x", "completed", 10.0), row("search/lora/001_x", "completed", 20.0),
+                  row("search/lora/002_x", "pruned", 5.0), row("search/full/000_x", "pruned", 3.0),
+                  row("replicates/lora/000_x", "completed", 12.0)])
+    assert spent["stages"] == {"search": {"runs": 4, "seconds": 38.0}, "replicates": {"runs": 1, "seconds": 12.0}}
+    assert spent["pruned"] == 2 and spent["saved_seconds"] == 10.0  # full's search has no completed trial to compare
+    assert spent["seconds"] == 50.0

@@ -8,8 +8,8 @@ registering it in sys.modules, and dataclasses then cannot resolve string annota
 """
 
 
-import itertools
 import logging
+import math
 import os
 import socket
 from dataclasses import dataclass, field
@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from finetune import search
+from finetune.sweep_names import job_number
 from finetune.trial import pruner as build_pruner
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class OptunaSweeper(Sweeper):
         study = self._study(space)
         budget, batch = self.settings["n_trials"], max(1, self.settings["n_jobs"])
         if self.settings["sampler"].get("name") == "grid":
-            budget = min(budget, len(list(itertools.product(*search.grid_space(space).values()))))
+            budget = min(budget, math.prod(len(values) for values in search.grid_space(space).values()))
         stale = search.stale_trials(study, self._job_dir)
         if stale:
             log.info("Trial(s) %s, stopped by a kill, run again: each resumes from its last checkpoint",
@@ -139,8 +140,10 @@ class OptunaSweeper(Sweeper):
         return False
 
     def _job_dir(self, number: int) -> Path:
-        matches = sorted(self.sweep_dir.glob(f"{number:03d}_*")) or sorted(self.sweep_dir.glob(f"{number}_*"))
-        return matches[0] if matches else self.sweep_dir / f"{number:03d}"
+        """The trial's run dir, named as finetune names a sweep's job dirs (finetune.sweep_names)."""
+        prefix = job_number(number, str(self.sweep_dir))
+        matches = sorted(self.sweep_dir.glob(f"{prefix}_*"))
+        return matches[0] if matches else self.sweep_dir / prefix
 
     def _launch(self, study: optuna.Study, trials: List[optuna.Trial], fixed: List[str]) -> None:
         """Each trial a job numbered by its trial (so its run dir is), launched in runs of consecutive numbers."""
