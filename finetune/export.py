@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from peft import PeftModel
+from torch import nn
 
 from finetune.errors import EXIT_BAD_INPUT, UserError
 from finetune.loading import load_base_model
@@ -24,15 +25,32 @@ from finetune.plan import Plan
 from finetune.schema import Run
 from finetune.trained import TrainedRun, load_run
 
+def merged(model: PeftModel, method: str) -> nn.Module:
+    """The adapter folded into the base weights; what peft cannot merge is one line."""
+    from peft.utils import ModulesToSaveWrapper
+
+    # the trained heads first: peft's unloading copies a `weight` onto each, which a head of several
+    # layers (RoBERTa's, T5's, ModernBERT's classification heads) does not have
+    for name, module in list(model.named_modules()):
+        if isinstance(module, ModulesToSaveWrapper):
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, module.modules_to_save[module.active_adapter])
+    try:
+        return model.merge_and_unload()
+    except (NotImplementedError, ValueError) as error:  # Lily's layers; BEFT on a layer without a bias
+        raise UserError(f"--merge: peft cannot merge {method} into the base weights ({str(error).splitlines()[0]}); "
+                        "export without --merge") from error
+
+
 def export(trained: TrainedRun, out_dir: Path, merge: bool) -> Path:
     """Write the model, tokenizer and model card to `out_dir`."""
     model = trained.model
     if merge:
         mergeable = sorted(kind for kind, method in METHODS.items() if method.mergeable)
         if not isinstance(model, PeftModel) or not trained.plan.method.mergeable:
-            raise UserError(f"--merge: only {', '.join(mergeable)} adapters (and their variants) merge into the "
-                            f"base weights; this run is {trained.run.method.name}")
-        model = model.merge_and_unload()
+            raise UserError(f"--merge: only {', '.join(mergeable)} adapters (and their variants) and peft types other "
+                            f"than virtual tokens merge into the base weights; this run is {trained.run.method.name}")
+        model = merged(model, trained.run.method.name)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UserError(f"OUT_DIR: '{out_dir}' exists and is not empty")
     generates = trained.plan.kind.generates_text

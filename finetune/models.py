@@ -87,9 +87,11 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
 
 
 def submodule(model: nn.Module, path: str, key: str, family: ModelSpec) -> nn.Module:
-    """`model.get_submodule(path)`; a path the family's YAML got wrong is a one-line error naming the key."""
+    """`model.get_submodule(path)` (in a peft model's base model, whose `model` attribute peft's own
+    wrapper shadows); a path the family's YAML got wrong is a one-line error naming the key."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     try:
-        return model.get_submodule(path)
+        return base.get_submodule(path)
     except AttributeError as error:
         raise UserError(f"model.{key}: '{path}' is not a module of {type(model).__name__} "
                         f"(conf/model/{family.name}.yaml)") from error

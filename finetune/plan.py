@@ -50,7 +50,8 @@ def plan(run: Run) -> Plan:
     """Resolve and check `run` as a whole; a combination that cannot run is a UserError naming why."""
     kind, method = task_kind(run.dataset.task), build_method(run.method)
     name, family = run.method.name, run.model
-    reason = family.unsupported.get(name) or family.unsupported.get(run.method.kind)
+    refusals = {**family.refused, **family.unsupported}
+    reason = refusals.get(name) or refusals.get(run.method.kind)
     require(reason is None, "method", f"{name} does not apply to model={family.name}: {reason}")
     if kind.generates(run):
         unsupported = family.unsupported_for_generation

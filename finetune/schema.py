@@ -21,12 +21,16 @@ from finetune.errors import UserError, one_of, require
 ARCHITECTURES = ("encoder", "seq2seq", "causal", "vision_language")
 DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-TRAIN_BOOKKEEPING = ("log_every_steps", "save_every_steps", "keep_checkpoints", "eval_every_steps")  # train.* keys outside config_hash
+QUANTIZATIONS = ("4bit", "8bit")
+# train.* keys outside config_hash: cadence, and gradient checkpointing (the same loss, less memory)
+TRAIN_BOOKKEEPING = ("log_every_steps", "save_every_steps", "keep_checkpoints", "eval_every_steps", "gradient_checkpointing")
 # keys added after runs existed: config_hash leaves them out at their defaults, so those runs' hashes stay valid
 LATER_KEYS = (("train", "feature_cache"), ("dataset", "image_column"), ("dataset", "prompt_template"),
-              ("dataset", "delimiter"))
+              ("dataset", "delimiter"), ("model", "quantization"),
+              ("model", "chat_template"))
 # where work may be skipped, what a checkpoint is, how a study searches
-NOT_IN_HASH = (("model", "embeddings"), ("model", "model_type"), ("method", "search"))
+NOT_IN_HASH = (("model", "embeddings"), ("model", "model_type"), ("model", "roles"), ("model", "refused"),
+               ("method", "search"))
 
 
 @dataclass(frozen=True)
@@ -48,18 +52,26 @@ class ModelSpec:
     ia3_targets: List[str] = field(default_factory=lambda: ["key", "value", "output.dense"])
     ia3_feedforward: List[str] = field(default_factory=lambda: ["output.dense"])  # subset of ia3_targets
     peft_trainable: List[str] = field(default_factory=lambda: ["classifier"])  # new head modules peft trains whole
+    # module-name suffixes by role (attention, mlp, norms), which method.targets of kind peft name
+    roles: Dict[str, List[str]] = field(default_factory=dict)
     prompt_config_keys: Dict[str, str] = field(default_factory=dict)  # peft prompt field -> model config key
     unsupported: Dict[str, str] = field(default_factory=dict)  # method -> why it cannot apply
+    refused: Dict[str, str] = field(default_factory=dict)  # the same, added after runs existed (outside config_hash)
     unsupported_for_generation: Dict[str, str] = field(default_factory=dict)  # the same, where the task generates text
     text_to_text_methods: List[str] = field(default_factory=list)  # classify by generating label names
     pad_token: Optional[str] = None  # token reused as padding when the tokenizer has none
     padding_side: str = "right"
     max_length: int = 128  # tokens; longer texts are truncated and counted in the log
     trust_remote_code: bool = False
+    chat_template: bool = False  # causal summarization: prompts in the tokenizer's chat template (instruct checkpoints)
+    quantization: Optional[str] = None  # 4bit | 8bit: base weights through bitsandbytes (CUDA only; QLoRA)
 
     def __post_init__(self) -> None:
         one_of(self.architecture, ARCHITECTURES, "model.architecture")
         one_of(self.padding_side, ("left", "right"), "model.padding_side")
+        if self.quantization is not None:
+            one_of(self.quantization, QUANTIZATIONS, "model.quantization")
+        object.__setattr__(self, "roles", {role: tuple(names) for role, names in self.roles.items()})
         require(self.max_length > 0, "model.max_length", f"must be > 0, got {self.max_length}")
         for key in ("head", "lora_targets", "ia3_targets", "ia3_feedforward", "peft_trainable", "text_to_text_methods"):
             object.__setattr__(self, key, tuple(getattr(self, key)))
@@ -149,6 +161,7 @@ class TrainSpec:
     # frozen blocks' output computed once, in eval mode, and reused (head_only, last_layers, none;
     # $FINETUNE_CACHE, default ~/.cache/finetune); false: they run every step, with dropout in training
     feature_cache: bool = True
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, slower
 
     @property
     def evaluation_batch_size(self) -> int:

@@ -90,25 +90,40 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 TOKENIZER_FOLDERS = {  # family -> fixture tokenizer folders; later ones override earlier files
     "bert": ["bert"], "distilbert": ["bert", "distilbert"], "roberta": ["roberta"], "albert": ["albert"],
     "flan_t5": ["t5"], "gpt_neo": ["roberta", "gpt_neo"], "clip": ["clip"],
+    # ../shared has no tokenizer of today's families: their tiny models take GPT-Neo's (finetune.tiny)
+    **{family: ["roberta", "gpt_neo"]
+       for family in ("llama", "smollm2", "qwen2", "qwen2_instruct", "qwen3", "gemma3", "modernbert")},
 }
 
 
 FAMILIES = ("bert", "distilbert", "roberta", "albert", "flan_t5", "gpt_neo")  # the text families
+MODERN_FAMILIES = ("llama", "smollm2", "qwen2", "qwen3", "gemma3", "modernbert")  # today's, on GPT-Neo's tokenizer
+# GPT-Neo's tokenizer has no pad token: its end of text pads, as the GPT-Neo family does
+TOKENIZER_OVERRIDES = {family: ("model.pad_token='<|endoftext|>'",) for family in (*MODERN_FAMILIES, "qwen2_instruct")}
+# the tiny models are 32 wide: the sizes of these methods' YAMLs (fit for widths of 384 and up) do not divide it
+TINY_SIZES = {"vblora": ("method.args.vector_length=16",), "c3a": ("method.args.block_size=16",),
+              "road": ("method.args.group_size=16",), "waveft": ("method.args.n_frequency=256",),
+              "fourierft": ("method.args.n_frequency=256",), "psoft": ("+method.args.r=8",)}
 
 
-def _network_methods() -> tuple[str, ...]:
-    """Every conf/method option that trains or evaluates a network (not the standalone SVM baselines):
-    a new method YAML joins the family x method matrices without a test edit."""
-    from finetune.methods import METHODS
-
+def _method_kinds() -> dict[str, str]:
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        kinds = {path.stem: hydra_compose(config_name="config", overrides=[f"method={path.stem}"]).method.kind
-                 for path in sorted((CONF_DIR / "method").glob("*.yaml"))}
-    return tuple(name for name, kind in kinds.items() if not METHODS[kind].standalone)
+        return {path.stem: hydra_compose(config_name="config", overrides=[f"method={path.stem}"]).method.kind
+                for path in sorted((CONF_DIR / "method").glob("*.yaml"))}
 
 
-NETWORK_METHODS = _network_methods()
+def _network_methods(kinds: dict[str, str]) -> tuple[str, ...]:
+    """Every conf/method option with a class of its own that trains or evaluates a network (not the
+    standalone SVM baselines): a new method YAML joins the family x method matrices without a test edit."""
+    from finetune.methods import METHODS
+
+    return tuple(name for name, kind in kinds.items() if not METHODS[kind].standalone and kind != "peft")
+
+
+METHOD_KINDS = _method_kinds()
+NETWORK_METHODS = _network_methods(METHOD_KINDS)
+BY_CONFIG_METHODS = tuple(name for name, kind in METHOD_KINDS.items() if kind == "peft")  # peft types as YAMLs
 
 
 @pytest.fixture(scope="session")
@@ -127,6 +142,10 @@ def tiny_model(tmp_path_factory) -> Callable[[str], Path]:
                             (directory / source.stem).write_bytes(packed.read())
                     else:
                         shutil.copy(source, directory / source.name)
+            if family == "modernbert":  # transformers reads ModernBERT's tokenizer from tokenizer.json only
+                from transformers import GPT2TokenizerFast
+
+                GPT2TokenizerFast.from_pretrained(directory).save_pretrained(directory)
             built[family] = directory
         return built[family]
 
@@ -359,13 +378,14 @@ def split_metrics(plan, split: str = "test") -> dict[str, float]:
 
 @pytest.fixture
 def family_plan(compose_plan, tiny_model, sentiment_dir, tmp_path):
-    def make(family: str, method: str, *overrides: str):
+    def make(family: str, method: str, *overrides: str, output_dir: Path | None = None):
         return compose_plan(
             f"model={family}", f"model.path={tiny_model(family)}", "model.max_length=32", f"method={method}",
             "dataset=local", f"dataset.path={sentiment_dir}", "dataset.label_names=[negative,positive]",
             "dataset.max_train_samples=32", "dataset.max_eval_samples=16",
-            "hardware=cpu", "train.batch_size=16", "train.lr=1e-3", *overrides,
-            output_dir=tmp_path / f"run{len(list(tmp_path.iterdir()))}",
+            "hardware=cpu", "train.batch_size=16", "train.lr=1e-3", *TOKENIZER_OVERRIDES.get(family, ()),
+            *TINY_SIZES.get(method, ()), *overrides,
+            output_dir=output_dir or tmp_path / f"run{len(list(tmp_path.iterdir()))}",
         )
 
     return make

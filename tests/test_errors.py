@@ -11,7 +11,8 @@ from conftest import run_in_process, finetune, finetune_process
 @pytest.mark.parametrize(
     "args,expected",
     [
-        (["model=bret"], "model=bret: no such option; choose one of albert, bert, clip, distilbert, flan_t5, flan_t5_small, gpt_neo, minilm"),
+        (["model=bret"], "model=bret: no such option; choose one of albert, bert, clip, distilbert, flan_t5, flan_t5_small, gemma3, gpt_neo, llama, minilm, "
+                           "modernbert, qwen2, qwen2_instruct, qwen3, roberta, smollm2"),
         (["train.lrr=1"], "train.lrr: unknown key; TrainSpec allows epochs, lr,"),
         (["method=lora", "method.rank=4"], "method.rank: unknown key; LoraSpec allows name, kind, search, r, alpha"),
         (["train.lr=fast"], "train.lr: Value 'fast' of type 'str' could not be converted to Float"),
@@ -119,7 +120,7 @@ def test_help_says_what_finetune_does_and_lists_the_companion_commands(tmp_path)
     assert result.returncode == 0
     assert result.stdout.startswith("finetune: fine-tune a transformer model")
     assert "schema/method" not in result.stdout
-    assert "  method: adalora, dora, full, head_only" in result.stdout
+    assert "  method: adalora, adamss, beft, boft, c3a, cartridge, deft, delora, dora, fourierft, frod, full" in result.stdout
     for command in ("finetune-report", "finetune-predict", "finetune-eval", "finetune-export"):
         assert f"  {command} " in result.stdout
 

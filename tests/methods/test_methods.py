@@ -16,7 +16,7 @@ from finetune.runner import execute
 from conftest import skip_if_known_upstream_break, finetune, tiny_args
 
 
-@pytest.mark.parametrize("kind", sorted(METHODS))
+@pytest.mark.parametrize("kind", sorted(set(METHODS) - {"peft"}))  # peft's YAMLs are named after their types
 def test_every_registered_kind_has_a_yaml_of_its_own_name(compose_plan, kind):
     with skip_if_known_upstream_break():  # prefix_tuning on MiniLM's head with transformers 5.24 (finetune.compat)
         plan = compose_plan(f"method={kind}")
