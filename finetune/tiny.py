@@ -46,6 +46,24 @@ TINY_MODELS: dict[str, Callable[[], nn.Module]] = {
                            image_size=224, patch_size=32),
         projection_dim=32)),
 }
+# today's decoders and ModernBERT, with GPT-Neo's vocabulary size: ../shared has no tokenizer of
+# theirs, so the tests pair these architectures with GPT-Neo's tokenizer (the YAMLs name the real ones)
+_DECODER = dict(vocab_size=50257, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                num_key_value_heads=1, max_position_embeddings=128, bos_token_id=50256, eos_token_id=50256,
+                tie_word_embeddings=True)
+TINY_MODELS.update({
+    "llama": lambda: t.LlamaForCausalLM(t.LlamaConfig(**_DECODER, head_dim=16)),
+    "qwen2": lambda: t.Qwen2ForCausalLM(t.Qwen2Config(**_DECODER)),
+    "qwen3": lambda: t.Qwen3ForCausalLM(t.Qwen3Config(**_DECODER, head_dim=16)),
+    "gemma3": lambda: t.Gemma3ForCausalLM(t.Gemma3TextConfig(
+        **{**_DECODER, "pad_token_id": 50256}, head_dim=16, sliding_window=16, layer_types=["sliding_attention", "full_attention"])),
+    "modernbert": lambda: t.ModernBertModel(t.ModernBertConfig(
+        vocab_size=50257, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=128, global_attn_every_n_layers=2, local_attention=16, pad_token_id=50256,
+        bos_token_id=50256, eos_token_id=50256, cls_token_id=50256, sep_token_id=50256)),
+})
+TINY_MODELS["smollm2"] = TINY_MODELS["llama"]  # SmolLM2 is a Llama
+TINY_MODELS["qwen2_instruct"] = TINY_MODELS["qwen2"]
 TINY_MODELS["minilm"] = TINY_MODELS["bert"]  # MiniLM is a BERT with the same vocabulary
 TINY_MODELS["flan_t5_small"] = TINY_MODELS["flan_t5"]
 
@@ -61,6 +79,7 @@ TOKENIZERS = {  # family -> the Hub id of its tokenizer, and image processor (Fl
     "minilm": "bert-base-uncased", "bert": "bert-base-uncased", "distilbert": "distilbert-base-uncased",
     "roberta": "roberta-base", "albert": "albert-base-v2", "flan_t5": "t5-small", "flan_t5_small": "t5-small",
     "gpt_neo": "EleutherAI/gpt-neo-125m", "clip": "openai/clip-vit-base-patch32",
+    **{family: "EleutherAI/gpt-neo-125m" for family in ("llama", "smollm2", "qwen2", "qwen2_instruct", "qwen3", "gemma3", "modernbert")},
 }
 
 

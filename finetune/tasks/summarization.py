@@ -13,6 +13,7 @@ from torch import nn
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, PreTrainedTokenizerBase
 
+from finetune.errors import UserError
 from finetune.metrics import rouge_metrics
 from finetune.schema import DatasetSpec, GenerationSpec
 from finetune.tasks import register_task
@@ -91,20 +92,31 @@ class CausalSummarization(_Summarization):
 
     model_class: type = AutoModelForCausalLM
     peft_task_type: str = "CAUSAL_LM"
+    chat: bool = False  # model.chat_template: the prompt in the tokenizer's chat template
 
     def positions_after_source(self) -> int:
-        # training: separator + summary + <eos>; generation: separator + the new tokens
+        # training: separator (or the chat template's tokens) + summary + <eos>; generation: the same + the new tokens
         after_separator = max(self.dataset.max_target_length + 1, self.generation.max_new_tokens)
-        return len(self._separator()) + after_separator
+        return len(self._chat_prompt([]) if self.chat else self._separator()) + after_separator
+
+    def _chat_prompt(self, source: list[int]) -> list[int]:
+        """An instruct checkpoint's prompt: the instruction and the (truncated) document as the user's
+        turn in the tokenizer's chat template, up to where the assistant's answer starts."""
+        if not self.tokenizer.chat_template:
+            raise UserError(f"model.chat_template: the tokenizer of {self.tokenizer.name_or_path} has no chat template; "
+                            "set model.chat_template=false")
+        document = self.tokenizer.decode(source, skip_special_tokens=True)
+        turn = [{"role": "user", "content": f"{self.dataset.instruction}\n\n{document}"}]
+        return list(self.tokenizer.apply_chat_template(turn, add_generation_prompt=True, tokenize=True, return_dict=False))
 
     def _separator(self) -> list[int]:
         return self.tokenizer(self.dataset.summary_separator, add_special_tokens=False)["input_ids"]
 
     def encode(self, texts: list[str], targets: list[Any], max_length: int) -> dict[str, list]:
         sources = self.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-        separator = self._separator()
         eos = [self.tokenizer.eos_token_id]
-        prompts = [source + separator for source in sources]
+        prompts = [self._chat_prompt(source) for source in sources] if self.chat else \
+            [source + self._separator() for source in sources]
         summaries = [ids + eos for ids in self._targets(targets)]
         return {
             "input_ids": [prompt + summary for prompt, summary in zip(prompts, summaries)],
@@ -166,5 +178,7 @@ class Summarization(TaskKind):
         return ""
 
     def build(self, run, tokenizer: PreTrainedTokenizerBase, label_names: tuple[str, ...]):
-        route = {"seq2seq": Seq2SeqSummarization, "causal": CausalSummarization}[run.model.architecture]  # refusal checked it
-        return route(tokenizer, lm_parts(run), dataset=run.dataset, generation=run.generation)
+        if run.model.architecture == "causal":  # refusal checked it is this or seq2seq
+            return CausalSummarization(tokenizer, lm_parts(run), dataset=run.dataset, generation=run.generation,
+                                       chat=run.model.chat_template)
+        return Seq2SeqSummarization(tokenizer, lm_parts(run), dataset=run.dataset, generation=run.generation)

@@ -10,15 +10,17 @@ import pytest
 from finetune.errors import UserError
 from finetune.runner import execute
 
-from conftest import FAMILIES, NETWORK_METHODS, skip_if_known_upstream_break, split_metrics
+from conftest import FAMILIES, MODERN_FAMILIES, NETWORK_METHODS, skip_if_known_upstream_break, split_metrics
 
 REFUSED = {
     ("albert", "prefix_tuning"): "ALBERT's attention takes no past key/values",
     ("distilbert", "prefix_tuning"): "DistilBERT's attention takes no past key/values",
+    ("modernbert", "prefix_tuning"): "ModernBERT's attention takes no past key/values",
 }
 
 
-@pytest.mark.parametrize("family,method", [(f, m) for f in FAMILIES for m in NETWORK_METHODS if (f, m) not in REFUSED])
+@pytest.mark.parametrize("family,method", [(f, m) for f in FAMILIES + MODERN_FAMILIES for m in NETWORK_METHODS
+                                           if (f, m) not in REFUSED])
 def test_family_method_trains_saves_and_reloads(family_plan, family, method):
     with skip_if_known_upstream_break():
         plan = family_plan(family, method)

@@ -20,14 +20,18 @@ from finetune.tasks import ModelParts
 from finetune.tasks.generation import IGNORE, generate
 from finetune.tasks.summarization import CausalSummarization
 
-from conftest import NETWORK_METHODS, article_rows, write_splits
+from conftest import NETWORK_METHODS, TOKENIZER_OVERRIDES, article_rows, write_splits
 
 REFUSED = {  # where summarizing is refused, and why (tested below)
     ("flan_t5", "head_only"): "head_only trains a new classification head",
     ("gpt_neo", "head_only"): "head_only trains a new classification head",
     ("gpt_neo", "prefix_tuning"): "prefix_tuning does not apply to model=gpt_neo for dataset.task=summarization",
 }
-PAIRS = [(family, method) for family in ("flan_t5", "gpt_neo") for method in NETWORK_METHODS
+# today's decoders (on GPT-Neo's tokenizer) summarize as GPT-Neo does
+for family in ("llama", "qwen3", "gemma3"):
+    REFUSED[family, "head_only"] = "head_only trains a new classification head"
+    REFUSED[family, "prefix_tuning"] = f"prefix_tuning does not apply to model={family} for dataset.task=summarization"
+PAIRS = [(family, method) for family in ("flan_t5", "gpt_neo", "llama", "qwen3", "gemma3") for method in NETWORK_METHODS
          if (family, method) not in REFUSED]
 
 
@@ -35,7 +39,7 @@ PAIRS = [(family, method) for family in ("flan_t5", "gpt_neo") for method in NET
 def summary_run(compose_plan, tiny_model, article_dir, tmp_path):
     def make(family: str, method: str, *overrides: str):
         return compose_plan(
-            f"model={family}", f"model.path={tiny_model(family)}", f"method={method}",
+            f"model={family}", f"model.path={tiny_model(family)}", f"method={method}", *TOKENIZER_OVERRIDES.get(family, ()),
             "dataset=cnn_dailymail", f"dataset.path={article_dir}", "dataset.max_source_length=32",
             "dataset.max_target_length=12", "generation.max_new_tokens=8", "hardware=cpu",
             "train.batch_size=8", "train.grad_accum=2", "train.max_steps=2", *overrides,
@@ -103,6 +107,35 @@ def test_causal_loss_covers_only_the_summary_and_its_end_token(causal):
         assert labels[prompt_length:] == ids[prompt_length:]
         assert task.tokenizer.decode(ids[prompt_length:-1]) == summary and ids[-1] == task.tokenizer.eos_token_id
     assert encoded["truncated"] == [False, True]
+
+
+CHAT_TEMPLATE = ("{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n"
+                 "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def test_an_instruct_model_prompts_in_its_chat_template(causal):
+    task, _ = causal
+    task.tokenizer.chat_template = CHAT_TEMPLATE  # the tiny model's GPT-Neo tokenizer has none of its own
+    chat = CausalSummarization(task.tokenizer, task.parts, dataset=task.dataset, generation=task.generation, chat=True)
+    encoded = chat.encode(["a dull film with a weak plot"], ["bad."], max_length=4)
+    prompt = chat.tokenizer.decode(encoded["input_ids"][0][:encoded["prompt_length"][0]])
+    assert prompt == "<|im_start|>user\nClassify this text:\n\na dull film with<|im_end|>\n<|im_start|>assistant\n"
+    assert chat.tokenizer.decode(encoded["input_ids"][0][encoded["prompt_length"][0]:-1]) == "bad."
+    assert encoded["truncated"] == [True]
+    assert chat.positions_after_source() > task.positions_after_source() - len(task._separator())
+
+
+def test_qwen2_instruct_summarizes_through_the_chat_template_and_refuses_a_tokenizer_without_one(
+        summary_run, tiny_model, tmp_path):
+    import shutil
+
+    model_dir = tmp_path / "instruct"
+    shutil.copytree(tiny_model("qwen2"), model_dir)
+    config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    (model_dir / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": CHAT_TEMPLATE}))
+    assert execute(summary_run("qwen2_instruct", "lora", f"model.path={model_dir}")).status == "completed"
+    with pytest.raises(UserError, match="^model.chat_template: the tokenizer of .* has no chat template; set model.chat_template=false"):
+        execute(summary_run("qwen2_instruct", "lora"))
 
 
 def test_left_padded_prompts_generate_what_each_prompt_generates_alone(causal):
