@@ -12,6 +12,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from finetune.errors import UserError
+from finetune.quantization import prepared_for_training, quantization_config, quantized_parameters
 from finetune.schema import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -74,16 +75,29 @@ def load_model(model_class: type, source: str, spec: ModelSpec, model_config: di
     in its config."""
     config = _from_pretrained(AutoConfig, source, spec)
     config.update(model_config)  # set whether or not the family's config class knows the key
-    model = _from_pretrained(model_class, source, spec, config=config)
+    model = _from_pretrained(model_class, source, spec, config=config, **quantization_config(spec))
     model.config.pad_token_id = pad_token_id
-    return model
+    return prepared_for_training(model, spec)
+
+
+def enable_gradient_checkpointing(model: nn.Module, spec: ModelSpec) -> None:
+    """Recompute each block's activations in the backward pass (train.gradient_checkpointing)."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise UserError(f"train.gradient_checkpointing: {type(model).__name__} ({spec.name}) does not support it; set it false")
+    # non-reentrant: gradients reach adapters even where every input of a block is frozen
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
     """Trainable and total parameters, counted as peft's print_trainable_parameters counts them."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    return {"trainable": trainable, "total": total}
+    quantized = quantized_parameters(model)
+    return {"trainable": trainable, "total": total, **({"quantized": quantized} if quantized else {})}
 
 
 def submodule(model: nn.Module, path: str, key: str, family: ModelSpec) -> nn.Module:

@@ -27,7 +27,7 @@ from finetune.files import write_text_atomic
 from finetune.frozen import FrozenFeatures, frozen_features
 from finetune.guards import StopSignals, stop_on_signals
 from finetune.hardware import PeakMemory, agree_on_processes, compiled, loader_workers, make_accelerator, run_precision
-from finetune.models import count_parameters, load_model, load_tokenizer, model_source
+from finetune.models import count_parameters, enable_gradient_checkpointing, load_model, load_tokenizer, model_source
 from finetune.plan import Plan
 from finetune.record import Outcome, RunRecord
 from finetune.tasks import Task
@@ -110,6 +110,8 @@ def _recipe(session: Session) -> Outcome:
     tokenizer = load_tokenizer(source, plan.run.model)
     task = plan.kind.build(plan.run, tokenizer, data.label_names)
     model = load_model(task.model_class, source, plan.run.model, task.model_kwargs(), tokenizer.pad_token_id)
+    if plan.run.train.gradient_checkpointing:
+        enable_gradient_checkpointing(model, plan.run.model)
     with accelerator.main_process_first():  # one process fills the datasets cache, the others read it
         tokenized = tokenize(data.splits, task, _source_length(plan, task, model), plan.run.dataset.source_prefix)
     encoded = tokenized.splits

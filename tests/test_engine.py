@@ -112,3 +112,21 @@ def test_skip_nonfinite_skips_such_batches_instead_of_stopping(tiny_plan, monkey
     results = execute(tiny_plan("train.skip_nonfinite=true", "train.epochs=1"))
     assert results.status == "completed" and results.training["skipped_batches"] == 2
     assert results.metrics["test"]["loss"] == results.metrics["test"]["loss"]  # not NaN
+
+
+@pytest.mark.parametrize("family,method", [("bert", "full"), ("bert", "lora"), ("llama", "loha")])
+def test_gradient_checkpointing_trains_to_the_same_loss_with_less_kept(family_plan, family, method, monkeypatch):
+    import transformers.modeling_utils as modeling
+
+    recomputed = []
+    real_checkpoint = modeling.checkpoint  # torch.utils.checkpoint's, as transformers imported it
+    monkeypatch.setattr(modeling, "checkpoint", lambda *args, **kwargs: recomputed.append(1) or real_checkpoint(*args, **kwargs))
+    settings = ("train.epochs=2", "train.log_every_steps=1")
+    plain = execute(family_plan(family, method, *settings))
+    assert not recomputed
+    checkpointed = execute(family_plan(family, method, *settings, "train.gradient_checkpointing=true"))
+    assert recomputed  # the blocks ran through torch.utils.checkpoint
+    assert len(plain.training["train_loss"]) == 4  # every step (2 an epoch), dropout on: the same masks recomputed
+    losses = [loss for _, loss in plain.training["train_loss"]]
+    assert [loss for _, loss in checkpointed.training["train_loss"]] == pytest.approx(losses, rel=1e-4)
+    assert checkpointed.metrics["test"]["loss"] == pytest.approx(plain.metrics["test"]["loss"], rel=1e-4)

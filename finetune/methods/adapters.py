@@ -60,6 +60,7 @@ class Lora(Method):
 
     spec_class = LoraSpec
     mergeable = True
+    quantizable = True
 
     def prepare(self, model: nn.Module, family, task, total_steps: int) -> nn.Module:
         from peft import LoraConfig
@@ -118,6 +119,7 @@ class AdaLora(Method):
 
     spec_class = AdaLoraSpec
     mergeable = True
+    quantizable = True
     # the allocator's scores: its smoothed ones, and the last step's, whose presence tells peft that
     # the smoothed ones exist (without it peft starts them from zero again)
     _STATES = ("ipt", "exp_avg_ipt", "exp_avg_unc")
@@ -198,6 +200,7 @@ class IA3(Method):
 
     spec_class = IA3Spec
     mergeable = True
+    quantizable = True
 
     def prepare(self, model: nn.Module, family, task, total_steps: int) -> nn.Module:
         from peft import IA3Config

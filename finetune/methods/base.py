@@ -31,6 +31,7 @@ class Method:
     standalone: ClassVar[bool] = False  # True: `fit_standalone` does the whole run, without the network loop
     uses_model: ClassVar[bool] = True  # loads the family's weights
     mergeable: ClassVar[bool] = False  # finetune-export --merge folds it into the base weights
+    quantizable: ClassVar[bool] = False  # peft runs its adapters on bitsandbytes' 4/8-bit layers (model.quantization)
 
     def __init__(self, spec: MethodSpec) -> None:
         self.spec = spec
