@@ -23,4 +23,4 @@ for name in ("torch", "transformers", "peft", "accelerate", "datasets", "hydra-c
     found, tested = version(name), pinned.get(name, "?")
     print(f"newest  {name:<14} {found:<12}" + ("" if found.split("+")[0] == tested else f"(constraints.txt: {tested})"))
 PY
-python -m pytest "$@"
+python -m pytest -n auto "$@"

@@ -44,6 +44,18 @@ def skip_if_known_upstream_break() -> Iterator[None]:
             raise
         pytest.skip(str(refusal))
 
+def pytest_configure(config) -> None:
+    """Under pytest-xdist (`-n auto`) each worker takes its share of the cores, not all of them, and
+    so do the processes it starts."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def feature_cache_dir(tmp_path_factory) -> Iterator[Path]:
     """Frozen features go to a folder of the test session, not the user's ~/.cache/finetune."""

@@ -12,7 +12,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import tiny_args
+from conftest import run_in_process, tiny_args
 from finetune.study import main
 
 
@@ -32,7 +32,7 @@ def finished(root) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_a_study_searches_replicates_and_reports_each_method(tiny_bert, sentiment_dir, tmp_path):
+def test_a_study_searches_replicates_and_reports_each_method(tiny_bert, sentiment_dir, tmp_path, monkeypatch):
     root = tmp_path / "study"
     command = [sys.executable, "-m", "finetune.study", *study_args(tiny_bert, sentiment_dir, root)]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
@@ -59,10 +59,17 @@ def test_a_study_searches_replicates_and_reports_each_method(tiny_bert, sentimen
     assert (root / "search_trace.png").stat().st_size > 0
     assert list(root.glob("*_quality_vs_params.png")) and list(root.glob("*_learning_curves.png"))
 
+    # the same command again, its stages in this process (the first run showed them as processes)
     before = finished(root)
-    again = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-                           timeout=900)
-    assert again.returncode == 0, again.stderr[-3000:]
+    stages = []
+
+    def in_process(command: list[str]) -> subprocess.CompletedProcess:
+        stages.append(run_in_process(*command[3:]))  # [python, -m, finetune, -m, ...] -> finetune -m ...
+        return subprocess.CompletedProcess(command, stages[-1].returncode)
+
+    monkeypatch.setattr("finetune.study.subprocess.run", in_process)
+    main(study_args(tiny_bert, sentiment_dir, root))
+    assert [stage.returncode for stage in stages] == [0] * 5  # two searches, two replicate sweeps, the baseline
     assert finished(root) == before  # every stage resumes: nothing is trained again
 
 
