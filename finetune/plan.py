@@ -55,10 +55,13 @@ def plan(run: Run) -> Plan:
     reason = refusals.get(name) or refusals.get(run.method.kind)
     require(reason is None, "method", f"{name} does not apply to model={family.name}: {reason}")
     if kind.generates(run):
-        unsupported = family.unsupported_for_generation
+        unsupported = {**family.refused_for_generation, **family.unsupported_for_generation}
         reason = unsupported.get(name) or unsupported.get(run.method.kind)
         require(reason is None, "method", f"{name} does not apply to model={family.name} "
                                           f"for dataset.task={run.dataset.task}: {reason}")
+    else:
+        reason = family.refused_for_heads.get(name)
+        require(reason is None, "method", f"{name} does not apply to model={family.name}'s classification head: {reason}")
     reason = method.refusal(run, kind)
     require(reason is None, "method", str(reason))
     reason = kind.refusal(run)

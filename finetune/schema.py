@@ -30,6 +30,7 @@ LATER_KEYS = (("train", "feature_cache"), ("dataset", "image_column"), ("dataset
               ("model", "chat_template"))
 # where work may be skipped, what a checkpoint is, how a study searches
 NOT_IN_HASH = (("model", "embeddings"), ("model", "model_type"), ("model", "roles"), ("model", "refused"),
+               ("model", "refused_for_generation"), ("model", "refused_for_heads"),
                ("method", "search"))
 
 
@@ -58,6 +59,9 @@ class ModelSpec:
     unsupported: Dict[str, str] = field(default_factory=dict)  # method -> why it cannot apply
     refused: Dict[str, str] = field(default_factory=dict)  # the same, added after runs existed (outside config_hash)
     unsupported_for_generation: Dict[str, str] = field(default_factory=dict)  # the same, where the task generates text
+    refused_for_generation: Dict[str, str] = field(default_factory=dict)  # the same, added later (outside config_hash)
+    # refused where a classification head model classifies (not text-to-text); added later, outside config_hash
+    refused_for_heads: Dict[str, str] = field(default_factory=dict)
     text_to_text_methods: List[str] = field(default_factory=list)  # classify by generating label names
     pad_token: Optional[str] = None  # token reused as padding when the tokenizer has none
     padding_side: str = "right"

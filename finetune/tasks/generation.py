@@ -41,7 +41,7 @@ def _generate_decoder_only(model: nn.Module, input_ids: torch.Tensor, attention_
     step feeds one new token. (peft's own route gives padded rows shifted positions, since it drops
     position ids, and with transformers 5.24 inserts the soft prompt again at every step.)
     """
-    soft_prompted = isinstance(model, PeftModel) and model.active_peft_config.peft_type == PeftType.PROMPT_TUNING
+    soft_prompted = isinstance(model, PeftModel) and model.active_peft_config.peft_type in (PeftType.PROMPT_TUNING, PeftType.P_TUNING)
     generator = model.get_base_model() if soft_prompted else model
     embeddings = generator.get_input_embeddings()(input_ids)
     if not soft_prompted:

@@ -1,7 +1,8 @@
 """peft's types by configuration (kind: peft): every such YAML on every text family's tiny model.
 
 The engine runs each on the tiny BERT (train, save, reload, export, resume); every other family
-adapts, trains a step, saves, reloads and merges in process, which is what differs by family.
+adapts, trains a step, saves, reloads and merges in process, which is what differs by family; and
+each summarizes (a step, then generation) on a seq2seq and two causal models.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from conftest import (BY_CONFIG_METHODS, FAMILIES, MODERN_FAMILIES, TINY_SIZES, 
 REFUSED = {
     **{(family, "cartridge"): "attention takes no past key/values" for family in ("distilbert", "albert", "modernbert")},
     ("flan_t5", "cartridge"): "T5's relative position bias does not extend to a key/value prefix",
-    ("flan_t5", "p_tuning"): "T5ForSequenceClassification takes no input embeddings",
+    ("flan_t5", "p_tuning"): "flan_t5's classification head: T5ForSequenceClassification takes no input embeddings",
 }
 # BEFT trains biases; where the targeted layers have none, peft cannot fold them into the weights
 NOT_MERGED = {(family, "beft"): "Base layer has no bias"
@@ -169,3 +170,65 @@ def test_target_modules_by_name_win_over_roles(family_plan):
     results = execute(family_plan("bert", "loha", "method.target_modules=[query]", "train.max_steps=1"))
     roles = execute(family_plan("bert", "loha", "train.max_steps=1")).params["trainable"]
     assert 0 < results.params["trainable"] < roles
+
+
+@pytest.fixture(scope="module")
+def summary_runs(tiny_model, article_dir, tmp_path_factory):
+    """family -> (its composed summarization run, its tokenizer), built once per family."""
+    built = {}
+
+    def of(family: str):
+        if family not in built:
+            composed = compose(f"model={family}", f"model.path={tiny_model(family)}", "method=loha", "dataset=cnn_dailymail",
+                               f"dataset.path={article_dir}", "dataset.max_source_length=32", "dataset.max_target_length=12",
+                               "generation.max_new_tokens=6", "hardware=cpu", *TOKENIZER_OVERRIDES.get(family, ()),
+                               output_dir=tmp_path_factory.mktemp(f"summarize-{family}"))
+            built[family] = composed.run, load_tokenizer(model_source(composed.run.model), composed.run.model)
+        return built[family]
+
+    return of
+
+
+# what peft refuses for summarization on these families, with the reason the run gives
+REFUSED_SUMMARIES = {
+    ("flan_t5", "cartridge"): "T5's relative position bias does not extend to a key/value prefix",
+    ("gpt_neo", "cartridge"): "for dataset.task=summarization: peft generates from a key/value prefix through input embeddings",
+    ("llama", "cartridge"): "for dataset.task=summarization: peft generates from a key/value prefix through input embeddings",
+}
+SUMMARIZED = [(family, method) for family in ("flan_t5", "gpt_neo", "llama") for method in BY_CONFIG_METHODS]
+
+
+@pytest.mark.parametrize("family,method", SUMMARIZED)
+def test_each_summarizes_with_a_seq2seq_and_causal_models(summary_runs, method_specs, family, method):
+    summary_run, tokenizer = summary_runs(family)
+    if (family, method) in REFUSED_SUMMARIES:
+        with pytest.raises(UserError, match=REFUSED_SUMMARIES[family, method]):
+            plan_of(replace(summary_run, method=method_specs[method]))
+        return
+    plan = plan_of(replace(summary_run, method=method_specs[method]))
+    task = plan.kind.build(plan.run, tokenizer, ())
+    encoded = task.encode(["the film was good and the plot moving. it ran long.", "a dull plot. the cast was weak."],
+                          ["the film was good.", "a dull plot."], 32)
+    rows = [{key: values[row] for key, values in encoded.items() if key != "truncated"} for row in range(2)]
+    torch.manual_seed(0)
+    model = load_model(task.model_class, summary_run.model.path, summary_run.model, task.model_kwargs(), tokenizer.pad_token_id)
+    model = plan.method.prepare(model, summary_run.model, task, total_steps=4)
+    assert 0 < count_parameters(model)["trainable"] < count_parameters(model)["total"]
+
+    batch = task.collate([{key: value for key, value in row.items() if key != "prompt_length"} for row in rows])
+    model.eval()
+    with torch.no_grad():
+        before = model(**batch).loss
+    model.train()
+    model(**batch).loss.backward()
+    torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2).step()
+    model.eval()
+    with torch.no_grad():
+        output = task.evaluate_batch(model, task.collate_eval(rows))
+    assert torch.isfinite(output.loss) and output.loss != before  # the step changed the summaries' loss
+    if not model.config.is_encoder_decoder:  # left-padded prompts write what each writes alone
+        with torch.no_grad():
+            alone = task.evaluate_batch(model, task.collate_eval(rows[1:]))
+        assert torch.equal(output.predictions[1, :alone.predictions.shape[1]], alone.predictions[0])
+    start = int(model.config.is_encoder_decoder)  # an encoder-decoder's output starts with its decoder start token
+    assert output.predictions.shape[0] == 2 and output.predictions.shape[1] <= 6 + start  # within max_new_tokens
