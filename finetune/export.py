@@ -45,14 +45,14 @@ def merged(model: PeftModel, method: str) -> nn.Module:
 def export(trained: TrainedRun, out_dir: Path, merge: bool) -> Path:
     """Write the model, tokenizer and model card to `out_dir`."""
     model = trained.model
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise UserError(f"OUT_DIR: '{out_dir}' exists and is not empty")
     if merge:
         mergeable = sorted(kind for kind, method in METHODS.items() if method.mergeable)
         if not isinstance(model, PeftModel) or not trained.plan.method.mergeable:
-            raise UserError(f"--merge: only {', '.join(mergeable)} adapters (and their variants) and peft types other "
-                            f"than virtual tokens merge into the base weights; this run is {trained.run.method.name}")
+            raise UserError(f"--merge: only {', '.join(mergeable)} adapters (and their variants) and the peft types "
+                            f"that peft merges merge into the base weights; this run is {trained.run.method.name}")
         model = merged(model, trained.run.method.name)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise UserError(f"OUT_DIR: '{out_dir}' exists and is not empty")
     generates = trained.plan.kind.generates_text
     if generates:
         _generation_defaults(model.get_base_model() if isinstance(model, PeftModel) else model, trained.run)

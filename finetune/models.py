@@ -12,7 +12,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from finetune.errors import UserError
-from finetune.quantization import prepared_for_training, quantization_config, quantized_parameters
+from finetune.quantization import parameter_count, prepared_for_training, quantization_config, quantized_parameters
 from finetune.schema import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -94,8 +94,8 @@ def enable_gradient_checkpointing(model: nn.Module, spec: ModelSpec) -> None:
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
     """Trainable and total parameters, counted as peft's print_trainable_parameters counts them."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(parameter_count(p) for p in model.parameters() if p.requires_grad)
+    total = sum(parameter_count(p) for p in model.parameters())
     quantized = quantized_parameters(model)
     return {"trainable": trainable, "total": total, **({"quantized": quantized} if quantized else {})}
 

@@ -60,7 +60,7 @@ def plan(run: Run) -> Plan:
         require(reason is None, "method", f"{name} does not apply to model={family.name} "
                                           f"for dataset.task={run.dataset.task}: {reason}")
     else:
-        reason = family.refused_for_heads.get(name)
+        reason = family.refused_for_heads.get(name) or family.refused_for_heads.get(run.method.kind)
         require(reason is None, "method", f"{name} does not apply to model={family.name}'s classification head: {reason}")
     reason = method.refusal(run, kind)
     require(reason is None, "method", str(reason))

@@ -17,6 +17,9 @@ from finetune.errors import UserError
 from finetune.schema import HardwareSpec, ModelSpec
 
 QUANTIZED_LAYERS = ("Linear4bit", "Linear8bitLt")  # bitsandbytes' layer classes
+# the methods whose adapters peft runs on those layers (tests/test_quantization.py checks the list)
+QUANTIZABLE = ("lora", "dora", "lora_plus", "lora_alpha32", "rslora", "olora", "adalora", "ia3", "hira", "pvera",
+               "randlora", "road")
 
 
 def check_quantization(spec: ModelSpec, hardware: HardwareSpec, method_name: str, quantizable: bool) -> None:
@@ -25,8 +28,8 @@ def check_quantization(spec: ModelSpec, hardware: HardwareSpec, method_name: str
         return
     key = f"model.quantization={spec.quantization}"
     if not quantizable:
-        raise UserError(f"{key}: method={method_name} trains weights that bitsandbytes stores frozen; use an "
-                        "adapter method peft runs on quantized layers (lora and its variants, adalora, ia3, hira, pvera, randlora, road)")
+        raise UserError(f"{key}: peft does not train method={method_name} on bitsandbytes' quantized layers; use one it "
+                        f"does: {', '.join(QUANTIZABLE)}")
     if hardware.device == "cpu" or not torch.cuda.is_available():
         raise UserError(f"{key}: bitsandbytes quantization needs a CUDA GPU, and "
                         f"{'hardware=cpu was chosen' if hardware.device == 'cpu' else 'this machine has none'}; "
@@ -49,7 +52,7 @@ def quantization_config(spec: ModelSpec) -> dict[str, Any]:
 
 
 def prepared_for_training(model: nn.Module, spec: ModelSpec) -> nn.Module:
-    """peft's preparation of a quantized model (norms in fp32, input gradients for adapters)."""
+    """peft's preparation of a quantized model: the base weights frozen, norms and head in fp32."""
     if spec.quantization is None:
         return model
     from peft import prepare_model_for_kbit_training
@@ -57,7 +60,15 @@ def prepared_for_training(model: nn.Module, spec: ModelSpec) -> nn.Module:
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
+def parameter_count(parameter: nn.Parameter) -> int:
+    """The parameters a tensor holds: bitsandbytes packs 4-bit ones two to a byte of its storage (as
+    peft's print_trainable_parameters counts them)."""
+    if type(parameter).__name__ != "Params4bit":
+        return parameter.numel()
+    return parameter.numel() * 2 * parameter.element_size()
+
+
 def quantized_parameters(model: nn.Module) -> int:
     """Parameters stored by bitsandbytes' quantized layers (0 for a model in full precision)."""
-    return sum(parameter.numel() for module in model.modules() if type(module).__name__ in QUANTIZED_LAYERS
+    return sum(parameter_count(parameter) for module in model.modules() if type(module).__name__ in QUANTIZED_LAYERS
                for parameter in module.parameters(recurse=False))

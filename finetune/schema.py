@@ -284,7 +284,8 @@ def config_hash(run: Run, generates_text: bool) -> str:
     identity: dict[str, Any] = {key: asdict(getattr(run, key)) for key in ("model", "dataset", "method")}
     del identity["method"]["kind"]  # method_kind says it (and the hashes of earlier runs stay valid)
     for section, key in NOT_IN_HASH:  # facts about the family, not what is computed
-        del identity[section][key]
+        if not (key == "roles" and run.method.kind == "peft"):  # except the roles a peft type adapts
+            del identity[section][key]
     identity["method_kind"] = type(run.method).__name__
     identity["train"] = {key: value for key, value in asdict(run.train).items() if key not in TRAIN_BOOKKEEPING}
     for section, key in LATER_KEYS:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import transformers as t
@@ -75,18 +75,34 @@ def save_tiny_model(family: str, directory: Path, seed: int = 0) -> Path:
     return directory
 
 
+# families whose tiny model takes GPT-Neo's tokenizer in place of its own (which ../shared lacks)
+STAND_INS = ("llama", "smollm2", "qwen2", "qwen2_instruct", "qwen3", "gemma3", "modernbert")
+INSTRUCT = ("qwen2_instruct",)  # of those, the instruct checkpoints: their tokenizers write a chat template
 TOKENIZERS = {  # family -> the Hub id of its tokenizer, and image processor (Flan-T5 shares T5's vocabulary)
     "minilm": "bert-base-uncased", "bert": "bert-base-uncased", "distilbert": "distilbert-base-uncased",
     "roberta": "roberta-base", "albert": "albert-base-v2", "flan_t5": "t5-small", "flan_t5_small": "t5-small",
     "gpt_neo": "EleutherAI/gpt-neo-125m", "clip": "openai/clip-vit-base-patch32",
-    **{family: "EleutherAI/gpt-neo-125m" for family in ("llama", "smollm2", "qwen2", "qwen2_instruct", "qwen3", "gemma3", "modernbert")},
+    **{family: "EleutherAI/gpt-neo-125m" for family in STAND_INS},
 }
+# ChatML, as Qwen2.5's instruct checkpoints write it, for the stand-in tokenizer of qwen2_instruct
+CHAT_TEMPLATE = ("{% for message in messages %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n"
+                 "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
 def _local_folder(root: Path, hub_id: str) -> Path | None:
     """The folder under `root` holding `hub_id`'s files: named after the id with '/' as '-', or its name alone."""
     return next((folder for name in (hub_id.replace("/", "-"), hub_id.split("/")[-1])
                  if (folder := root / name).is_dir()), None)
+
+
+def as_stand_in(family: str, processor: Any) -> Any:
+    """GPT-Neo's tokenizer made to stand in for `family`'s: it pads with its end of text, and an
+    instruct family's writes the chat template (the real tokenizers have both)."""
+    if family in STAND_INS:
+        processor.pad_token = processor.eos_token
+        if family in INSTRUCT:
+            processor.chat_template = CHAT_TEMPLATE
+    return processor
 
 
 def main() -> None:
@@ -98,7 +114,7 @@ def main() -> None:
     for family in TINY_MODELS:
         hub_id = TOKENIZERS[family]
         local = _local_folder(args.tokenizers, hub_id) if args.tokenizers else None
-        processor = t.AutoProcessor.from_pretrained(local or hub_id)  # a tokenizer, or CLIP's tokenizer and image processor
+        processor = as_stand_in(family, t.AutoProcessor.from_pretrained(local or hub_id))  # or CLIP's processor pair
         directory = save_tiny_model(family, args.out_dir / family)
         processor.save_pretrained(directory)
         print(f"{family}: {directory}")

@@ -141,8 +141,8 @@ def test_causal_summaries_come_from_predict_and_soft_prompts_do_not_merge(lora_r
     trained = load_run(run_dir)
     outputs = predict(trained, ["a short article.", "a somewhat longer article about a film."])
     assert all(isinstance(output["summary"], str) for output in outputs)
-    with pytest.raises(UserError, match="^--merge: only adalora, ia3, lora adapters \(and their variants\) and peft types other than virtual "
-                                  "tokens merge into the base weights; this run is prompt_tuning"):
+    with pytest.raises(UserError, match="^--merge: only adalora, ia3, lora adapters \(and their variants\) and the peft types that peft "
+                                  "merges merge into the base weights; this run is prompt_tuning"):
         export(trained, tmp_path / "merged", merge=True)
 
 

@@ -115,7 +115,7 @@ def test_skip_nonfinite_skips_such_batches_instead_of_stopping(tiny_plan, monkey
 
 
 @pytest.mark.parametrize("family,method", [("bert", "full"), ("bert", "lora"), ("llama", "loha")])
-def test_gradient_checkpointing_trains_to_the_same_loss_with_less_kept(family_plan, family, method, monkeypatch):
+def test_gradient_checkpointing_recomputes_the_blocks_and_trains_to_the_same_loss(family_plan, family, method, monkeypatch):
     import transformers.modeling_utils as modeling
 
     recomputed = []

@@ -4,10 +4,14 @@ The quantized path itself needs a CUDA GPU and bitsandbytes, which the suite's m
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from finetune.errors import UserError
+
+from conftest import METHOD_KINDS, compose
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
@@ -18,8 +22,8 @@ def test_a_quantized_run_is_refused_on_a_machine_without_cuda(tiny_plan, bits, m
 
 
 @pytest.mark.parametrize("method", ["full", "last_layers", "loha", "prompt_tuning"])
-def test_methods_whose_weights_bitsandbytes_freezes_are_refused(tiny_plan, method):
-    with pytest.raises(UserError, match=rf"^model.quantization=4bit: method={method} trains weights that bitsandbytes"):
+def test_methods_peft_does_not_run_on_quantized_layers_are_refused(tiny_plan, method):
+    with pytest.raises(UserError, match=rf"^model.quantization=4bit: peft does not train method={method} on bitsandbytes' quantized layers; use one it does: lora, dora"):
         tiny_plan("model.quantization=4bit", f"method={method}")
 
 
@@ -28,13 +32,29 @@ def test_an_unknown_quantization_names_the_allowed(tiny_plan):
         tiny_plan("model.quantization=3bit")
 
 
-def test_the_quantizable_methods_are_those_peft_runs_on_bitsandbytes_layers():
+def test_the_refusal_lists_exactly_the_methods_peft_runs_on_bitsandbytes_layers():
     from finetune.methods import build_method
-    from finetune.methods.by_config import PeftSpec
+    from finetune.quantization import QUANTIZABLE
 
-    assert build_method(PeftSpec(name="rslora", peft_type="LORA")).quantizable
-    assert build_method(PeftSpec(name="randlora", peft_type="RANDLORA")).quantizable
-    assert not build_method(PeftSpec(name="loha", peft_type="LOHA")).quantizable
+    quantizable = {name for name in METHOD_KINDS
+                   if build_method(compose(f"method={name}", output_dir=Path("unused")).run.method).quantizable}
+    assert quantizable == set(QUANTIZABLE)
+    assert "pissa" not in quantizable and "loha" not in quantizable  # PiSSA's SVD needs full-precision weights
+
+
+def test_4bit_parameters_count_as_peft_counts_them():
+    from finetune.models import count_parameters
+
+    class Params4bit(torch.nn.Parameter):  # bitsandbytes' class name: two 4-bit values in each stored byte
+        pass
+
+    class Linear4bit(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = Params4bit(torch.zeros(8, 1, dtype=torch.uint8), requires_grad=False)  # a 4 x 4 weight
+
+    model = torch.nn.Sequential(Linear4bit(), torch.nn.Linear(4, 2))
+    assert count_parameters(model) == {"trainable": 10, "total": 26, "quantized": 16}
 
 
 def test_quantization_is_part_of_what_a_run_computes(tiny_plan):

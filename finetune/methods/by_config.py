@@ -36,11 +36,14 @@ SET_BY_FINETUNE = frozenset({
 })
 # types whose one config is not enough: their own class, or inputs the training loop does not give
 NOT_BY_CONFIG = {
-    "LORA": None, "ADALORA": "method=adalora (its rank allocator runs in the training loop)",
+    "ADALORA": "method=adalora (its rank allocator runs in the training loop)",
     "MULTITASK_PROMPT_TUNING": "it needs a task id per example, which single-task data sets do not have",
     "POLY": "it needs a task id per example, which single-task data sets do not have",
     "XLORA": "it mixes several trained LoRA adapters, which a run does not have",
     "CPT": "it needs per-example token-type masks of its prompt template, which the data sets do not have",
+    "TRAINABLE_TOKENS": "it trains the embeddings of token ids you add, which these tasks do not add",
+    "ADAPTION_PROMPT": "peft supports it on a few decoder types only, none of them with a classification head",
+    "SHADOW": "it fails on these families in peft 0.21.2",
 }
 
 
@@ -91,7 +94,9 @@ class PeftByConfig(Method):
         self.config_class = peft_config_class(spec.peft_type)
         self.mergeable = spec.merges and not self._prompt_learning
         # peft ships bitsandbytes layers for this type's adapters
-        self.quantizable = importlib.util.find_spec(f"peft.tuners.{spec.peft_type.lower()}.bnb") is not None
+        # (PiSSA's SVD needs the weights in full precision: peft refuses it on quantized ones)
+        self.quantizable = importlib.util.find_spec(f"peft.tuners.{spec.peft_type.lower()}.bnb") is not None and \
+            not str(spec.args.get("init_lora_weights", "")).startswith("pissa")
 
     def refusal(self, run: Run, kind: TaskKind) -> str | None:
         self.config(run.model, None)  # raises what peft's config refuses; the task's type comes with the model

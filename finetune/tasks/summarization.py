@@ -5,6 +5,7 @@ continues "document + separator" with the summary, trained on the summary tokens
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -102,17 +103,28 @@ class CausalSummarization(_Summarization):
     def _chat_prompt(self, source: list[int]) -> list[int]:
         """An instruct checkpoint's prompt: the instruction and the (truncated) document as the user's
         turn in the tokenizer's chat template, up to where the assistant's answer starts."""
+        before, after = self._chat_parts
+        return before + source + after
+
+    @cached_property
+    def _chat_parts(self) -> tuple[list[int], list[int]]:
+        """The template's tokens before and after the document, which goes in as its own token ids
+        (decoding and re-encoding them could come out longer than the length budget)."""
         if not self.tokenizer.chat_template:
             raise UserError(f"model.chat_template: the tokenizer of {self.tokenizer.name_or_path} has no chat template; "
                             "set model.chat_template=false")
-        document = self.tokenizer.decode(source, skip_special_tokens=True)
-        turn = [{"role": "user", "content": f"{self.dataset.instruction}\n\n{document}"}]
-        return list(self.tokenizer.apply_chat_template(turn, add_generation_prompt=True, tokenize=True, return_dict=False))
+        marker = "\u2063DOCUMENT\u2063"  # invisible separators: no template or instruction writes them
+        turn = [{"role": "user", "content": f"{self.dataset.instruction}\n\n{marker}"}]
+        before, after = self.tokenizer.apply_chat_template(turn, add_generation_prompt=True, tokenize=False).split(marker)
+        before_ids, after_ids = (self.tokenizer(part, add_special_tokens=False)["input_ids"] for part in (before, after))
+        return before_ids, after_ids
 
     def _separator(self) -> list[int]:
         return self.tokenizer(self.dataset.summary_separator, add_special_tokens=False)["input_ids"]
 
     def encode(self, texts: list[str], targets: list[Any], max_length: int) -> dict[str, list]:
+        if self.chat:  # the template's instruction says what dataset.source_prefix would
+            texts = [text.removeprefix(self.dataset.source_prefix) for text in texts]
         sources = self.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
         eos = [self.tokenizer.eos_token_id]
         prompts = [self._chat_prompt(source) for source in sources] if self.chat else \

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -122,7 +123,14 @@ def test_an_instruct_model_prompts_in_its_chat_template(causal):
     assert prompt == "<|im_start|>user\nClassify this text:\n\na dull film with<|im_end|>\n<|im_start|>assistant\n"
     assert chat.tokenizer.decode(encoded["input_ids"][0][encoded["prompt_length"][0]:-1]) == "bad."
     assert encoded["truncated"] == [True]
-    assert chat.positions_after_source() > task.positions_after_source() - len(task._separator())
+    after_separator = task.positions_after_source() - len(task._separator())
+    assert chat.positions_after_source() == len(chat._chat_prompt([])) + after_separator
+    # the template's instruction stands for dataset.source_prefix, which the runner put before the text
+    prefixed = CausalSummarization(task.tokenizer, task.parts, dataset=replace(task.dataset, source_prefix="summarize: "),
+                                   generation=task.generation, chat=True)
+    encoded = prefixed.encode(["summarize: a dull film"], ["bad."], max_length=16)
+    prompt = prefixed.tokenizer.decode(encoded["input_ids"][0][:encoded["prompt_length"][0]])
+    assert prompt == "<|im_start|>user\nClassify this text:\n\na dull film<|im_end|>\n<|im_start|>assistant\n"
 
 
 def test_qwen2_instruct_summarizes_through_the_chat_template_and_refuses_a_tokenizer_without_one(
