@@ -8,6 +8,7 @@ each summarizes (a step, then generation) on every family that summarizes.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,8 +37,16 @@ NOT_MERGED = {(family, "beft"): "Base layer has no bias"
               for family in ("flan_t5", "gpt_neo", "llama", "smollm2", "qwen3", "gemma3", "modernbert")}
 
 
-def test_every_peft_type_the_readme_lists_ships_as_a_yaml():
+def test_the_docs_list_every_peft_type_that_ships_and_each_is_named_after_its_type():
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
+    root = Path(__file__).parents[2]
+    usage = (root / "docs" / "usage.md").read_text()
+    shipped = usage[usage.index("Shipped: "):usage.index("Each YAML's first line")]
+    assert set(re.findall(r"`(\w+)`", shipped)) - {"targets", "LORA", "use_rslora", "init_lora_weights"} == set(BY_CONFIG_METHODS)
+    readme = (root / "README.md").read_text()
+    table = readme[readme.index("## Every peft type by configuration"):]
+    assert {name for name in BY_CONFIG_METHODS if f"| {name} |" in table} == set(BY_CONFIG_METHODS)
 
     for name in BY_CONFIG_METHODS:
         yaml = (Path(__file__).parents[2] / "conf" / "method" / f"{name}.yaml").read_text()
