@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from finetune.compat import known_break
 from finetune.errors import UserError, require
 from finetune.hardware import check_device, process_count
-from finetune.methods import METHODS, Method, build_method
+from finetune.methods import METHODS, QUANTIZABLE_METHODS, Method, build_method
 from finetune.quantization import check_quantization
 from finetune.schema import DatasetSpec, GenerationSpec, HardwareSpec, ModelSpec, Run, TrainSpec, config_hash
 from finetune.sweep_names import job_number, outputs_dir, swept_label
@@ -71,7 +71,7 @@ def plan(run: Run) -> Plan:
     require(reason is None, "method", str(reason))
     _check_processes(run, method, process_count())
     check_device(run.hardware)
-    check_quantization(run.model, run.hardware, name, method.quantizable)
+    check_quantization(run.model, run.hardware, name, method.quantizable, QUANTIZABLE_METHODS)
     return Plan(run, method, kind)
 
 

@@ -8,7 +8,7 @@ the run is validated, before anything loads.
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -17,19 +17,18 @@ from finetune.errors import UserError
 from finetune.schema import HardwareSpec, ModelSpec
 
 QUANTIZED_LAYERS = ("Linear4bit", "Linear8bitLt")  # bitsandbytes' layer classes
-# the methods whose adapters peft runs on those layers (tests/test_quantization.py checks the list)
-QUANTIZABLE = ("lora", "dora", "lora_plus", "lora_alpha32", "rslora", "olora", "adalora", "ia3", "hira", "pvera",
-               "randlora", "road")
 
 
-def check_quantization(spec: ModelSpec, hardware: HardwareSpec, method_name: str, quantizable: bool) -> None:
-    """Refuse, in one line, a quantized run this machine or this method cannot do."""
+def check_quantization(spec: ModelSpec, hardware: HardwareSpec, method_name: str, quantizable: bool,
+                       quantizable_methods: Sequence[str]) -> None:
+    """Refuse, in one line, a quantized run this machine or this method cannot do (naming the
+    methods that can)."""
     if spec.quantization is None:
         return
     key = f"model.quantization={spec.quantization}"
     if not quantizable:
         raise UserError(f"{key}: peft does not train method={method_name} on bitsandbytes' quantized layers; use one it "
-                        f"does: {', '.join(QUANTIZABLE)}")
+                        f"does: {', '.join(quantizable_methods)}")
     if hardware.device == "cpu" or not torch.cuda.is_available():
         raise UserError(f"{key}: bitsandbytes quantization needs a CUDA GPU, and "
                         f"{'hardware=cpu was chosen' if hardware.device == 'cpu' else 'this machine has none'}; "

@@ -34,7 +34,7 @@ def test_an_unknown_quantization_names_the_allowed(tiny_plan):
 
 def test_the_refusal_lists_exactly_the_methods_peft_runs_on_bitsandbytes_layers():
     from finetune.methods import build_method
-    from finetune.quantization import QUANTIZABLE
+    from finetune.methods import QUANTIZABLE_METHODS as QUANTIZABLE
 
     quantizable = {name for name in METHOD_KINDS
                    if build_method(compose(f"method={name}", output_dir=Path("unused")).run.method).quantizable}

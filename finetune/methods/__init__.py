@@ -10,9 +10,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from finetune.errors import UserError
-from finetune.methods.base import Method, MethodSpec
+from finetune.methods.base import QUANTIZABLE_METHODS, Method, MethodSpec
 
-__all__ = ["METHODS", "Method", "MethodSpec", "build_method", "register"]
+__all__ = ["METHODS", "QUANTIZABLE_METHODS", "Method", "MethodSpec", "build_method", "register"]
 
 METHODS: dict[str, type[Method]] = {}  # kind -> class
 

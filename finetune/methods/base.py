@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 __all__ = ["Method", "MethodSpec", "freeze_except"]
 
 
+# the methods whose adapters peft runs on bitsandbytes' layers (tests/test_quantization.py checks the list)
+QUANTIZABLE_METHODS = ("lora", "dora", "lora_plus", "lora_alpha32", "rslora", "olora", "adalora", "ia3", "hira",
+                       "pvera", "randlora", "road")
+
+
 class Method:
     """The defaults: train every parameter the method left trainable, with the engine's AdamW groups."""
 

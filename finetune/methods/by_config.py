@@ -20,7 +20,7 @@ from finetune.errors import UserError, require
 from finetune.methods import register
 from finetune.methods.adapters import with_peft
 from finetune.methods.base import Method, MethodSpec
-from finetune.methods.soft_prompts import _prompt_fields
+from finetune.methods.soft_prompts import prompt_fields
 
 if TYPE_CHECKING:
     from torch import nn
@@ -130,7 +130,7 @@ class PeftByConfig(Method):
                             f"{str(error).splitlines()[0]}") from error
 
     def prepare(self, model: nn.Module, family: ModelSpec, task, total_steps: int) -> nn.Module:
-        prompt = _prompt_fields(model, family) if self._prompt_learning else {}
+        prompt = prompt_fields(model, family) if self._prompt_learning else {}
         config = self.config(family, task.peft_task_type, list(task.parts.new_modules) or None, **prompt)
         return with_peft(model, config, "method.targets")
 

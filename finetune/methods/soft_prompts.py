@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-def _prompt_fields(model: nn.Module, family) -> dict[str, int]:
+def prompt_fields(model: nn.Module, family) -> dict[str, int]:
     # peft reads widths from standard config names; families with others map them in their YAML
     return {field: getattr(model.config, key) for field, key in family.prompt_config_keys.items()}
 
@@ -45,7 +45,7 @@ class PromptTuning(Method):
                     "tokenizer_name_or_path": model.config.name_or_path}
         config = PromptTuningConfig(
             task_type=task.peft_task_type, num_virtual_tokens=spec.num_virtual_tokens,
-            modules_to_save=list(task.parts.new_modules) or None, **init, **_prompt_fields(model, family),
+            modules_to_save=list(task.parts.new_modules) or None, **init, **prompt_fields(model, family),
         )
         return with_peft(model, config, "method")
 
@@ -75,7 +75,7 @@ class PrefixTuning(Method):
         config = PrefixTuningConfig(
             task_type=task.peft_task_type, num_virtual_tokens=self.spec.num_virtual_tokens,
             prefix_projection=self.spec.projection, modules_to_save=list(task.parts.new_modules) or None,
-            **_prompt_fields(model, family),
+            **prompt_fields(model, family),
         )
         return with_peft(model, config, "method")
 
