@@ -77,21 +77,25 @@ def test_each_trains_saves_reloads_and_exports_on_the_tiny_bert(family_plan, met
             export(load_run(Path(plan.run.output_dir)), tmp_path / "merged", merge=True)
 
 
-@pytest.fixture(scope="module")
-def family_runs(tiny_model, sentiment_dir, tmp_path_factory):
-    """family -> (its composed run, its tokenizer), built once per family."""
+def runs_by_family(tiny_model, tmp_path_factory, label: str, *overrides: str):
+    """family -> (its run composed with `overrides`, its tokenizer), built once per family."""
     built = {}
 
     def of(family: str):
         if family not in built:
-            composed = compose(f"model={family}", f"model.path={tiny_model(family)}", "model.max_length=32", "method=loha",
-                               "dataset=local", f"dataset.path={sentiment_dir}", "dataset.label_names=[negative,positive]",
-                               "hardware=cpu", *TOKENIZER_OVERRIDES.get(family, ()),
-                               output_dir=tmp_path_factory.mktemp(f"adapt-{family}"))
+            composed = compose(f"model={family}", f"model.path={tiny_model(family)}", "method=loha", "hardware=cpu",
+                               *overrides, *TOKENIZER_OVERRIDES.get(family, ()),
+                               output_dir=tmp_path_factory.mktemp(f"{label}-{family}"))
             built[family] = composed.run, load_tokenizer(model_source(composed.run.model), composed.run.model)
         return built[family]
 
     return of
+
+
+@pytest.fixture(scope="module")
+def family_runs(tiny_model, sentiment_dir, tmp_path_factory):
+    return runs_by_family(tiny_model, tmp_path_factory, "adapt", "model.max_length=32", "dataset=local",
+                          f"dataset.path={sentiment_dir}", "dataset.label_names=[negative,positive]")
 
 
 def task_and_batch(plan, tokenizer):
@@ -183,19 +187,8 @@ def test_target_modules_by_name_win_over_roles(family_plan):
 
 @pytest.fixture(scope="module")
 def summary_runs(tiny_model, article_dir, tmp_path_factory):
-    """family -> (its composed summarization run, its tokenizer), built once per family."""
-    built = {}
-
-    def of(family: str):
-        if family not in built:
-            composed = compose(f"model={family}", f"model.path={tiny_model(family)}", "method=loha", "dataset=cnn_dailymail",
-                               f"dataset.path={article_dir}", "dataset.max_source_length=32", "dataset.max_target_length=12",
-                               "generation.max_new_tokens=6", "hardware=cpu", *TOKENIZER_OVERRIDES.get(family, ()),
-                               output_dir=tmp_path_factory.mktemp(f"summarize-{family}"))
-            built[family] = composed.run, load_tokenizer(model_source(composed.run.model), composed.run.model)
-        return built[family]
-
-    return of
+    return runs_by_family(tiny_model, tmp_path_factory, "summarize", "dataset=cnn_dailymail", f"dataset.path={article_dir}",
+                          "dataset.max_source_length=32", "dataset.max_target_length=12", "generation.max_new_tokens=6")
 
 
 # what peft refuses for summarization on these families, with the reason the run gives
