@@ -102,7 +102,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 TOKENIZER_FOLDERS = {  # family -> fixture tokenizer folders; later ones override earlier files
     "bert": ["bert"], "distilbert": ["bert", "distilbert"], "roberta": ["roberta"], "albert": ["albert"],
     "flan_t5": ["t5"], "gpt_neo": ["roberta", "gpt_neo"], "clip": ["clip"],
-    # ../shared has no tokenizer of today's families: their tiny models take GPT-Neo's (finetune.tiny)
+    # no tokenizer of today's families is bundled: their tiny models take GPT-Neo's (finetune.tiny)
     **{family: ["roberta", "gpt_neo"]
        for family in ("llama", "smollm2", "qwen2", "qwen2_instruct", "qwen3", "gemma3", "modernbert")},
 }
