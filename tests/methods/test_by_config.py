@@ -113,6 +113,25 @@ def method_specs():
             for name in BY_CONFIG_METHODS}
 
 
+def adapted(plan, task, tokenizer):
+    """The family's tiny model with the plan's method applied; it trains some, not all, parameters."""
+    torch.manual_seed(0)
+    family = plan.run.model
+    model = load_model(task.model_class, family.path, family, task.model_kwargs(), tokenizer.pad_token_id)
+    model = plan.method.prepare(model, family, task, total_steps=4)
+    params = count_parameters(model)
+    assert 0 < params["trainable"] < params["total"]
+    return model
+
+
+def train_one_step(model, batch) -> None:
+    """One AdamW step on `batch`, leaving the model in eval mode."""
+    model.train()
+    model(**batch).loss.backward()
+    torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2).step()
+    model.eval()
+
+
 ADAPTED = [(family, method) for family in FAMILIES + MODERN_FAMILIES if family != "bert" for method in BY_CONFIG_METHODS]
 
 
@@ -125,19 +144,11 @@ def test_each_adapts_trains_reloads_and_merges_on_every_family(family_runs, meth
         return
     plan = plan_of(replace(family_run, method=method_specs[method]))
     task, batch = task_and_batch(plan, tokenizer)
-    torch.manual_seed(0)
-    model = load_model(task.model_class, family_run.model.path, family_run.model, task.model_kwargs(), tokenizer.pad_token_id)
-    model = plan.method.prepare(model, family_run.model, task, total_steps=4)
-    params = count_parameters(model)
-    assert 0 < params["trainable"] < params["total"]
-
+    model = adapted(plan, task, tokenizer)
     model.eval()
     with torch.no_grad():
         before = model(**batch).logits
-    model.train()
-    model(**batch).loss.backward()
-    torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2).step()
-    model.eval()
+    train_one_step(model, batch)
     with torch.no_grad():
         trained = model(**batch).logits
     assert not torch.allclose(before, trained)  # the step changed what the model computes
@@ -214,19 +225,12 @@ def test_each_summarizes_on_every_family_that_summarizes(summary_runs, method_sp
     encoded = task.encode(["the film was good and the plot moving. it ran long.", "a dull plot. the cast was weak."],
                           ["the film was good.", "a dull plot."], 32)
     rows = [{key: values[row] for key, values in encoded.items() if key != "truncated"} for row in range(2)]
-    torch.manual_seed(0)
-    model = load_model(task.model_class, summary_run.model.path, summary_run.model, task.model_kwargs(), tokenizer.pad_token_id)
-    model = plan.method.prepare(model, summary_run.model, task, total_steps=4)
-    assert 0 < count_parameters(model)["trainable"] < count_parameters(model)["total"]
-
+    model = adapted(plan, task, tokenizer)
     batch = task.collate([{key: value for key, value in row.items() if key != "prompt_length"} for row in rows])
     model.eval()
     with torch.no_grad():
         before = model(**batch).loss
-    model.train()
-    model(**batch).loss.backward()
-    torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2).step()
-    model.eval()
+    train_one_step(model, batch)
     with torch.no_grad():
         output = task.evaluate_batch(model, task.collate_eval(rows))
     assert torch.isfinite(output.loss) and output.loss != before  # the step changed the summaries' loss
