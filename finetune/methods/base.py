@@ -1,7 +1,8 @@
 """What a fine-tuning method is: a spec (its settings, validated when the run is composed) and one
 class that owns everything else about it: which tasks and families it refuses, how it prepares
-the model, how the optimizer sees its parameters, hooks into the training loop with state that
-checkpoints keep, and whether `finetune-export --merge` folds it into the base weights.
+the model, how the optimizer sees its parameters, hooks into the training loop (an initialisation
+from the training data, a step hook) with state that checkpoints keep, and whether
+`finetune-export --merge` folds it into the base weights.
 
 The engine and the runner only call these; they never name a method.
 """
@@ -9,7 +10,7 @@ The engine and the runner only call these; they never name a method.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable
 
 from finetune.schema import MethodSpec
 
@@ -24,7 +25,7 @@ __all__ = ["Method", "MethodSpec", "freeze_except"]
 
 
 # the methods whose adapters peft runs on bitsandbytes' layers (tests/test_quantization.py checks the list)
-QUANTIZABLE_METHODS = ("lora", "dora", "lora_plus", "lora_alpha32", "rslora", "olora", "adalora", "ia3", "hira",
+QUANTIZABLE_METHODS = ("lora", "dora", "lora_plus", "lora_alpha32", "rslora", "olora", "eva", "adalora", "ia3", "hira",
                        "pvera", "randlora", "road")
 
 
@@ -48,6 +49,10 @@ class Method:
     def prepare(self, model: nn.Module, family: ModelSpec, task: Task, total_steps: int) -> nn.Module:
         """The model with the right parameters trainable; `total_steps` is the run's optimizer step count."""
         raise NotImplementedError
+
+    def initialize(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> None:
+        """Initialise from the training data (`batches`: the training loader), once before the optimizer
+        of a fresh run is built; a resumed run's checkpoint holds the result, so it is not called then."""
 
     def frozen_blocks(self, blocks: int, family: ModelSpec) -> int:
         """How many leading blocks of the task's `blocks`-long layer stack stay frozen, with everything
