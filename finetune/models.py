@@ -80,6 +80,20 @@ def load_model(model_class: type, source: str, spec: ModelSpec, model_config: di
     return prepared_for_training(model, spec)
 
 
+def meta_architecture(spec: ModelSpec) -> nn.Module | None:
+    """The family's bare architecture without weights (on the meta device), from a config at hand (the
+    model's directory, its weights package, the Hub cache); None where only a download would give it."""
+    import torch
+
+    try:
+        config = AutoConfig.from_pretrained(model_source(spec), trust_remote_code=spec.trust_remote_code,
+                                            local_files_only=True)
+    except (OSError, ValueError, UserError):  # the load reports it
+        return None
+    with torch.device("meta"):
+        return AutoModel.from_config(config, trust_remote_code=spec.trust_remote_code)
+
+
 def enable_gradient_checkpointing(model: nn.Module, spec: ModelSpec) -> None:
     """Recompute each block's activations in the backward pass (train.gradient_checkpointing)."""
     if not getattr(model, "supports_gradient_checkpointing", False):

@@ -12,7 +12,9 @@ allocator, LoRA+'s parameter groups) keep their own class (finetune/methods/adap
 
 from __future__ import annotations
 
+import copy
 import importlib.util
+import json
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
@@ -20,12 +22,16 @@ from finetune.errors import UserError, require
 from finetune.methods import register
 from finetune.methods.adapters import with_peft
 from finetune.methods.base import Method, MethodSpec
+from finetune.methods.data_init import check_eva, initialize_eva
 from finetune.methods.soft_prompts import prompt_fields
+from finetune.models import meta_architecture
+
+from finetune.schema import ModelSpec
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from finetune.schema import ModelSpec, Run
+    from finetune.schema import Run
     from finetune.tasks import TaskKind
 
 # config fields finetune sets itself: from the task, the family's roles or the loaded model
@@ -45,6 +51,37 @@ NOT_BY_CONFIG = {
     "ADAPTION_PROMPT": "peft supports it on a few decoder types only, none of them with a classification head",
     "SHADOW": "it fails on these families in peft 0.21.2",
 }
+
+
+_WIDTH_CHECKS: dict[tuple[str, ...], str | None] = {}  # (family, source, config) -> refusal, per process
+
+
+def widths_refused(family: ModelSpec, config: Any) -> str | None:
+    """What peft refuses when it builds `config`'s adapter on the family's architecture (a block size
+    that does not divide a layer's width, more frequencies than a layer has), found on the meta device
+    before anything loads; None when it builds, or when the architecture's config is not at hand."""
+    key = (family.name, str(family.path), family.hub_id, json.dumps(config.to_dict(), sort_keys=True, default=sorted))
+    if key not in _WIDTH_CHECKS:
+        _WIDTH_CHECKS[key] = _built_on_meta(family, copy.deepcopy(config))
+    return _WIDTH_CHECKS[key]
+
+
+def _built_on_meta(family: ModelSpec, config: Any) -> str | None:
+    from peft import get_peft_model
+
+    model = meta_architecture(family)
+    if model is None:
+        return None
+    try:  # low_cpu_mem_usage: the adapter's shapes are checked, its weights not initialised
+        get_peft_model(model, config, low_cpu_mem_usage=True)
+    except ValueError as error:
+        message = str(error)
+        if "No modules were targeted" in message or "not found in the base model" in message:
+            return None  # with_peft names the family's linear layers when the model loads
+        return message.splitlines()[0]
+    except Exception:  # noqa: BLE001 - what only the meta device trips on; the real build decides
+        return None
+    return None
 
 
 def peft_config_class(peft_type: str) -> type:
@@ -81,6 +118,7 @@ class PeftSpec(MethodSpec):
         if self.target_modules is not None:
             object.__setattr__(self, "target_modules", tuple(self.target_modules))
         object.__setattr__(self, "args", dict(self.args))
+        check_eva(self.args)
 
 
 @register
@@ -99,7 +137,11 @@ class PeftByConfig(Method):
             not str(spec.args.get("init_lora_weights", "")).startswith("pissa")
 
     def refusal(self, run: Run, kind: TaskKind) -> str | None:
-        self.config(run.model, None)  # raises what peft's config refuses; the task's type comes with the model
+        config = self.config(run.model, None)  # raises what peft's config refuses; the task's type comes with the model
+        if not self._prompt_learning:  # their sizes come from the loaded model (prompt_fields)
+            refused = widths_refused(run.model, config)
+            if refused:
+                raise UserError(f"method: peft refuses {self.spec.name} on model={run.model.name}: {refused}")
         return None
 
     def target_modules(self, family: ModelSpec) -> list[str] | None:
@@ -133,6 +175,10 @@ class PeftByConfig(Method):
         prompt = prompt_fields(model, family) if self._prompt_learning else {}
         config = self.config(family, task.peft_task_type, list(task.parts.new_modules) or None, **prompt)
         return with_peft(model, config, "method.targets")
+
+    def initialize(self, model: nn.Module, batches) -> None:
+        if self.spec.args.get("init_lora_weights") == "eva":
+            initialize_eva(model, batches)
 
     @property
     def _prompt_learning(self) -> bool:

@@ -113,12 +113,14 @@ def method_specs():
             for name in BY_CONFIG_METHODS}
 
 
-def adapted(plan, task, tokenizer):
-    """The family's tiny model with the plan's method applied; it trains some, not all, parameters."""
+def adapted(plan, task, tokenizer, batch):
+    """The family's tiny model with the plan's method applied (and initialised from `batch`, as the
+    engine does from the training loader); it trains some, not all, parameters."""
     torch.manual_seed(0)
     family = plan.run.model
     model = load_model(task.model_class, family.path, family, task.model_kwargs(), tokenizer.pad_token_id)
     model = plan.method.prepare(model, family, task, total_steps=4)
+    plan.method.initialize(model, [batch])
     params = count_parameters(model)
     assert 0 < params["trainable"] < params["total"]
     return model
@@ -144,7 +146,7 @@ def test_each_adapts_trains_reloads_and_merges_on_every_family(family_runs, meth
         return
     plan = plan_of(replace(family_run, method=method_specs[method]))
     task, batch = task_and_batch(plan, tokenizer)
-    model = adapted(plan, task, tokenizer)
+    model = adapted(plan, task, tokenizer, batch)
     model.eval()
     with torch.no_grad():
         before = model(**batch).logits
@@ -190,6 +192,26 @@ def test_bad_peft_settings_are_one_line_before_anything_loads(family_plan, overr
         family_plan("bert", "loha", override)
 
 
+@pytest.mark.parametrize("method,override,message", [
+    ("c3a", "method.args.block_size=7", "The block size should be a factor of the input size. However, the input size is 32"),
+    ("fourierft", "method.args.n_frequency=5000", "`n_frequency` should be less than or equal to the product"),
+])
+def test_what_peft_refuses_for_a_layer_width_is_one_line_before_anything_loads(family_plan, method, override, message,
+                                                                                monkeypatch):
+    from finetune import models
+
+    monkeypatch.setattr(models, "load_model", lambda *args, **kwargs: pytest.fail("loaded the model"))
+    with pytest.raises(UserError, match=rf"^method: peft refuses {method} on model=bert: {re.escape(message)}"):
+        family_plan("bert", method, override)
+
+
+def test_a_hub_model_not_at_hand_is_checked_when_it_loads(family_plan):
+    """Without the architecture's config.json (a Hub model not downloaded), validation cannot build the
+    adapter; the run is not refused for it (peft's own check runs when the model loads)."""
+    plan = family_plan("bert", "c3a", "model.path=null", "model.hub_id=nobody/not-downloaded", "method.args.block_size=7")
+    assert plan.run.method.args["block_size"] == 7
+
+
 def test_target_modules_by_name_win_over_roles(family_plan):
     results = execute(family_plan("bert", "loha", "method.target_modules=[query]", "train.max_steps=1"))
     roles = execute(family_plan("bert", "loha", "train.max_steps=1")).params["trainable"]
@@ -225,8 +247,8 @@ def test_each_summarizes_on_every_family_that_summarizes(summary_runs, method_sp
     encoded = task.encode(["the film was good and the plot moving. it ran long.", "a dull plot. the cast was weak."],
                           ["the film was good.", "a dull plot."], 32)
     rows = [{key: values[row] for key, values in encoded.items() if key != "truncated"} for row in range(2)]
-    model = adapted(plan, task, tokenizer)
     batch = task.collate([{key: value for key, value in row.items() if key != "prompt_length"} for row in rows])
+    model = adapted(plan, task, tokenizer, batch)
     model.eval()
     with torch.no_grad():
         before = model(**batch).loss
