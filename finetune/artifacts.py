@@ -15,9 +15,10 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 from transformers import PreTrainedTokenizerBase, ProcessorMixin
 
-from finetune.environment import library_versions
+from finetune.environment import code_version, command_line, library_versions
 from finetune.errors import UserError
 from finetune.files import write_json_atomic
+from finetune.hardware import machine
 from finetune.record import Outcome, RunRecord
 from finetune.plan import Plan
 from finetune.schema import Run
@@ -41,6 +42,7 @@ class ResultsFile:
             status="running", model=run.model.name, method=run.method.name, dataset=run.dataset.name,
             task=run.dataset.task, overrides=list(run.overrides), config_hash=plan.config_hash, config=asdict(run),
             versions=library_versions(), started_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            provenance={"code": code_version(), "command": command_line(), "machine": machine()},
         ))  # every field, empty until the run reaches it
         if not write:
             return
@@ -52,7 +54,9 @@ class ResultsFile:
 
     def complete(self, outcome: Outcome) -> dict[str, Any]:
         """The one place a run's measurements enter results.json."""
-        return self._finish("completed", asdict(outcome))
+        fields = asdict(outcome)
+        fields["provenance"] = {**self.record["provenance"], **fields["provenance"]}
+        return self._finish("completed", fields)
 
     def fail(self, error: BaseException) -> dict[str, Any]:
         return self._finish("failed", {"error": f"{type(error).__name__}: {error}"}, must_write=False)

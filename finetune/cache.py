@@ -59,3 +59,35 @@ def cached_array(kind: str, key: dict[str, Any], compute: Callable[[], np.ndarra
     np.save(temporary, array)
     os.replace(temporary, path)  # atomic: a reader sees the whole array or none
     return array, False
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, kept in the cache by (path, size, modification time): a model's
+    weights are hashed once, not by every run of a sweep."""
+    path = Path(path).resolve()
+    status = path.stat()
+    remembered = cache_root() / "digests" / f"{key_digest({'path': str(path), 'size': status.st_size, 'mtime_ns': status.st_mtime_ns})}.txt"
+    try:
+        return remembered.read_text().strip()
+    except OSError:
+        pass
+    hashed = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            hashed.update(block)
+    found = f"sha256:{hashed.hexdigest()}"
+    try:
+        remembered.parent.mkdir(parents=True, exist_ok=True)
+        temporary = remembered.with_name(f"{remembered.stem}.partial-{os.getpid()}")
+        temporary.write_text(found)
+        os.replace(temporary, remembered)
+    except OSError:  # a read-only cache costs the hashing next time, nothing else
+        pass
+    return found
+
+
+def directory_digests(directory: Path, names: Iterable[str] | None = None) -> dict[str, str]:
+    """file_digest of each file in `directory` (only `names`, where given; recursively otherwise), by relative path."""
+    directory = Path(directory)
+    files = [directory / name for name in names] if names is not None else sorted(directory.rglob("*"))
+    return {str(path.relative_to(directory)): file_digest(path) for path in files if path.is_file()}

@@ -15,6 +15,7 @@ import datasets
 from datasets import Dataset, DatasetDict
 
 from finetune.errors import UserError
+from finetune.provenance import data_provenance
 from finetune.schema import DatasetSpec
 from finetune.tasks import TaskKind
 from finetune.tasks.columns import LabelledSplits, SplitSource
@@ -52,7 +53,10 @@ def load_splits(spec: DatasetSpec, kind: TaskKind, seed: int, carve: bool = True
     limits = {"train": ("max_train_samples", spec.max_train_samples), "validation": ("max_eval_samples", spec.max_eval_samples),
               "test": ("max_eval_samples", spec.max_eval_samples)}
     subsets = {role: _subset(split, role, *limits[role], seed) for role, split in labelled.splits.items()}
-    return LabelledSplits(subsets, labelled.label_names)
+    used = {name for name in wanted.values() if name in raw}
+    provenance = data_provenance({name: sources[name] for name in used}, {name: raw[name] for name in used},
+                                 None if spec.path else spec.hub_id, spec.hub_config)
+    return LabelledSplits(subsets, labelled.label_names, provenance)
 
 
 def _where(spec: DatasetSpec) -> str:

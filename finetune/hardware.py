@@ -5,7 +5,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import platform
+import subprocess
 import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 import psutil
 import torch
@@ -34,6 +39,40 @@ def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (avx512_bf16 or AMX). Only there is bf16 autocast
     faster than fp32; on an AVX2-only CPU it was 20x slower. A torch without the probes: False."""
     return any(getattr(torch.cpu, check, lambda: False)() for check in CPU_BF16_CHECKS)
+
+
+@lru_cache(maxsize=1)
+def machine() -> dict[str, Any]:
+    """The machine a run ran on, for its record: CPU model and cores (those this process may use
+    too), native bf16, memory, and the GPUs with their CUDA and driver versions."""
+    gpus = [torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count())] \
+        if torch.cuda.is_available() else []
+    return {
+        "cpu": _cpu_model(), "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_native_bf16": cpu_has_native_bf16(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(), "gpus": gpus, "gpu_count": len(gpus),
+        "cuda": torch.version.cuda if gpus else None, "gpu_driver": _gpu_driver() if gpus else None,
+    }
+
+
+def _cpu_model() -> str:
+    try:  # Linux names the model; platform.processor() often gives only the architecture there
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _gpu_driver() -> str | None:
+    try:
+        found = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                               capture_output=True, text=True, check=True, timeout=10).stdout.split()
+        return found[0] if found else None
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def auto_precision(on_cpu: bool) -> str:

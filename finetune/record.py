@@ -28,6 +28,7 @@ class Outcome:
     device: str
     precision: str  # the autocast precision: fp32, bf16, fp16
     frozen_features: dict[str, Any]  # per split: computed or reused, MB, seconds; empty without the cache
+    provenance: dict[str, Any]  # data: its files' digests or Hub revision; weights: theirs (finetune.provenance)
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ class RunRecord:
     device: str = ""
     precision: str = ""
     frozen_features: dict[str, Any] = field(default_factory=dict)
+    # code (version, git commit and dirty), command, machine; data and weights once the run completes
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:
@@ -90,7 +93,8 @@ class RunRecord:
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {  # what each field of a results.json holds
     **{name: str for name in ("status", "model", "method", "dataset", "task", "config_hash", "started_at",
                               "finished_at", "error", "main_metric", "device", "precision")},
-    **{name: dict for name in ("config", "versions", "metrics", "params", "truncated", "training", "frozen_features")},
+    **{name: dict for name in ("config", "versions", "metrics", "params", "truncated", "training", "frozen_features",
+                                               "provenance")},
     **{name: list for name in ("overrides", "label_names")},
     **{name: (int, float) for name in ("train_seconds", "train_samples_per_second", "peak_memory_mb")},
 }

@@ -24,12 +24,13 @@ from finetune.errors import EXIT_BAD_INPUT
 from finetune.files import write_text_atomic
 from finetune.plots import write_plots
 from finetune.record import RunRecord
+from finetune.run_environments import differences, environment, warning
 from finetune.studies import Configuration, best_per_method, configurations, flatten, swept_keys, versus_reference
 from finetune.trace import write_trace
 
 COLUMNS = (
     "model", "method", "dataset", "status", "metric", "validation", "test", "trainable", "trainable_%",
-    "train_s", "samples_s", "peak_memory_mb", "error", "run",
+    "train_s", "samples_s", "peak_memory_mb", "error", "differs", "run",
 )  # runs.csv, before the swept keys; report.md and report.csv add n and the comparison with the reference
 
 
@@ -72,7 +73,19 @@ def _row(record: RunRecord, run: Path) -> dict[str, Any]:
         "classes": len(record.label_names),
         "train_loss": record.training.get("train_loss", []),
         "validation_curve": record.training.get("validation_curve", []),
+        "environment": environment(record),
+        "differs": "",  # filled by mark_mixed
     }
+
+
+def mark_mixed(rows: list[dict[str, Any]]) -> str | None:
+    """Mark each completed run whose versions, code or machine differ from most completed runs'
+    (its `differs`: what differs); returns the warning to print, or None when they all agree."""
+    completed = [row for row in rows if row["status"] == "completed"]
+    marks, mixed = differences([row["environment"] for row in completed])
+    for row, mark in zip(completed, marks):
+        row["differs"] = ", ".join(mark)
+    return warning(mixed)
 
 
 FORMATS = {"validation": "{:.4f}", "test": "{:.4f}", "trainable": "{:,}", "trainable_%": "{:.2f}",
@@ -97,6 +110,7 @@ def table(configs: list[Configuration], versus: str) -> list[dict[str, Any]]:
             "trainable": None if trainable is None else round(trainable), "trainable_%": config.mean("trainable_%"),
             "train_s": config.mean("train_s"), "samples_s": config.mean("samples_s"),
             "peak_memory_mb": config.mean("peak_memory_mb"),
+            "differs": ", ".join(sorted({key for run in config.runs for key in run["differs"].split(", ") if key})),
             "runs": " ".join(run["run"] for run in config.runs),
         })
     return rows
@@ -114,9 +128,11 @@ def _cell(row: dict[str, Any], column: str) -> str:
 
 
 def markdown(rows: list[dict[str, Any]], keys: list[str], versus: str) -> str:
-    """The configurations as a markdown table, numbers rounded for reading (the CSV keeps them whole)."""
+    """The configurations as a markdown table, numbers rounded for reading (the CSV keeps them whole);
+    a `differs` column where some runs' versions or machine differ from the others'."""
+    mixed = ["differs"] if any(row["differs"] for row in rows) else []
     columns = ["model", "method", "dataset", *keys, "status", "n", "metric", "validation", "test", f"test_vs_{versus}",
-               "trainable", "trainable_%", "train_s", "samples_s", "peak_memory_mb", "runs"]
+               "trainable", "trainable_%", "train_s", "samples_s", "peak_memory_mb", *mixed, "runs"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(row, column) for column in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
@@ -188,6 +204,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def write_report(rows: list[dict[str, Any]], out: Path, best: bool, versus: str) -> str:
     """Write the tables and plots of `rows` to `out`; returns what the command prints."""
+    mixed = mark_mixed(rows)
     keys = swept_keys(rows)
     configs = configurations(rows, keys)
     summary, counted = table(configs, versus), f"{len(rows)} runs in {len(configs)} configurations"
@@ -195,7 +212,7 @@ def write_report(rows: list[dict[str, Any]], out: Path, best: bool, versus: str)
     if best:
         chosen = best_per_method(configs)
         summary, configs, name = [summary[index] for index in chosen], [configs[index] for index in chosen], "best"
-    text = markdown(summary, keys, versus)
+    text = markdown(summary, keys, versus) + (f"\nWarning: {mixed}.\n" if mixed else "")
     write_text_atomic(out / f"{name}.md", text)
     summary_columns = [column for column in summary[0] if column != "runs"] if summary else []
     versus_columns = [f"test_vs_{versus}_low", f"test_vs_{versus}_high"]

@@ -29,6 +29,7 @@ from finetune.guards import StopSignals, stop_on_signals
 from finetune.hardware import PeakMemory, agree_on_processes, compiled, loader_workers, make_accelerator, run_precision
 from finetune.models import count_parameters, enable_gradient_checkpointing, load_model, load_tokenizer, model_source
 from finetune.plan import Plan
+from finetune.provenance import weights_provenance
 from finetune.record import Outcome, RunRecord
 from finetune.tasks import Task
 from finetune.tasks.columns import LabelledSplits
@@ -110,6 +111,7 @@ def _recipe(session: Session) -> Outcome:
     tokenizer = load_tokenizer(source, plan.run.model)
     task = plan.kind.build(plan.run, tokenizer, data.label_names)
     model = load_model(task.model_class, source, plan.run.model, task.model_kwargs(), tokenizer.pad_token_id)
+    weights = weights_provenance(source, model.config)
     if plan.run.train.gradient_checkpointing:
         enable_gradient_checkpointing(model, plan.run.model)
     with accelerator.main_process_first():  # one process fills the datasets cache, the others read it
@@ -137,7 +139,7 @@ def _recipe(session: Session) -> Outcome:
     peak = _log_final(session, metrics, training.get("optimizer_steps", 0))
     if accelerator.is_main_process:
         save_model(accelerator.unwrap_model(model), task.processor, session.run_dir / "model")
-    return _outcome(session, data, task, params, metrics, training, tokenized, source, features, peak)
+    return _outcome(session, data, task, params, metrics, training, tokenized, source, features, peak, weights)
 
 
 def _load_data(session: Session) -> LabelledSplits:
@@ -194,7 +196,7 @@ def _evaluate(session: Session, model: nn.Module, task: Task, loaders: dict[str,
 
 def _outcome(session: Session, data: LabelledSplits, task: Task, params: dict[str, int],
              metrics: dict[str, dict[str, float]], training: dict[str, Any], tokenized: Tokenized, source: str,
-             features: FrozenFeatures, peak: float) -> Outcome:
+             features: FrozenFeatures, peak: float, weights: dict[str, Any]) -> Outcome:
     # the training split's frozen features, if this run computed them, count as training time
     loop_seconds = training.get("train_seconds", 0.0)
     train_seconds = loop_seconds + features.seconds("train")
@@ -204,7 +206,7 @@ def _outcome(session: Session, data: LabelledSplits, task: Task, params: dict[st
         train_seconds=train_seconds, train_samples_per_second=samples / train_seconds if train_seconds else 0.0,
         peak_memory_mb=peak, truncated={"max_length": tokenized.max_length, **tokenized.truncated}, training=training,
         model_source=source, device=str(session.accelerator.device), precision=run_precision(session.accelerator),
-        frozen_features=features.report,
+        frozen_features=features.report, provenance={"data": data.provenance, "weights": weights},
     )
 
 
@@ -258,6 +260,7 @@ def _standalone(session: Session) -> Outcome:
         training={}, model_source=source, device=str(session.accelerator.device),
         precision="fp32",  # scikit-learn, and an encoder run without autocast
         frozen_features={},  # the SVM's embeddings are cached whole; their time is in train_seconds
+        provenance={"data": data.provenance, "weights": weights_provenance(source, None) if source else {}},
     )
 
 

@@ -120,7 +120,7 @@ def test_help_says_what_finetune_does_and_lists_the_companion_commands(tmp_path)
     assert result.returncode == 0
     assert result.stdout.startswith("finetune: fine-tune a transformer model")
     assert "schema/method" not in result.stdout
-    assert "  method: adalora, adamss, beft, boft, c3a, cartridge, deft, delora, dora, fourierft, frod, full" in result.stdout
+    assert "  method: adalora, adamss, beft, boft, c3a, cartridge, deft, delora, dora, eva, fourierft, frod, full" in result.stdout
     for command in ("finetune-report", "finetune-predict", "finetune-eval", "finetune-export"):
         assert f"  {command} " in result.stdout
 

@@ -13,14 +13,14 @@ LAYERS = (
     ("base", {"errors", "files", "record", "metrics", "environment", "progress", "logs", "sweep_names"}),
     ("schema", {"schema"}),
     ("parts", {"models", "hardware", "batching", "cache", "checkpoint", "guards", "loading", "compat", "placement",
-               "embeddings", "quantization"}),
+               "embeddings", "quantization", "provenance"}),
     ("tasks", {"tasks", "data"}),
     ("methods", {"methods"}),
     ("plan", {"plan"}),
     ("run", {"frozen", "evaluation", "engine", "artifacts", "trained", "rundir", "trial"}),
     ("runner", {"runner"}),
     ("commands", {"cli", "__main__", "__init__", "sweeps", "search", "evaluate_run", "export", "predict", "report", "studies",
-                  "plots", "tiny", "trace", "study", "study_report"}),
+                  "plots", "tiny", "trace", "study", "study_report", "run_environments"}),
 )
 
 

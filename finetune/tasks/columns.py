@@ -4,8 +4,9 @@ errors name the config key and the split."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from datasets import Dataset
 
@@ -22,6 +23,7 @@ class LabelledSplits:
 
     splits: dict[str, Dataset]
     label_names: tuple[str, ...]
+    provenance: dict[str, Any] = field(default_factory=dict)  # where the rows came from (finetune.provenance)
 
 
 @dataclass(frozen=True)
