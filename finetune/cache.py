@@ -62,20 +62,44 @@ def cached_array(kind: str, key: dict[str, Any], compute: Callable[[], np.ndarra
 
 
 def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes, kept in the cache by (path, size, modification time): a model's
-    weights are hashed once, not by every run of a sweep."""
+    """sha256 of a file's bytes, remembered in the cache by (path, size, modification time): a sweep's
+    runs hash a model's weights once, where the cache is writable."""
     path = Path(path).resolve()
     status = path.stat()
-    remembered = cache_root() / "digests" / f"{key_digest({'path': str(path), 'size': status.st_size, 'mtime_ns': status.st_mtime_ns})}.txt"
-    try:
-        return remembered.read_text().strip()
-    except OSError:
-        pass
+    return _remembered({"path": str(path), "size": status.st_size, "mtime_ns": status.st_mtime_ns},
+                       lambda: _sha256(path))
+
+
+def folder_digest(directory: Path) -> str:
+    """One sha256 over a folder's files (their relative paths and contents), remembered by the list of
+    their paths, sizes and modification times: an image folder is one cache entry, not one per image."""
+    directory = Path(directory).resolve()
+    files = sorted(path for path in directory.rglob("*") if path.is_file())
+    listing = [[str(path.relative_to(directory)), path.stat().st_size, path.stat().st_mtime_ns] for path in files]
+
+    def compute() -> str:
+        lines = "".join(f"{path.relative_to(directory)} {_sha256(path)}\n" for path in files)
+        return f"sha256:{hashlib.sha256(lines.encode()).hexdigest()}"
+
+    return _remembered({"folder": str(directory), "files": listing}, compute)
+
+
+def _sha256(path: Path) -> str:
     hashed = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             hashed.update(block)
-    found = f"sha256:{hashed.hexdigest()}"
+    return f"sha256:{hashed.hexdigest()}"
+
+
+def _remembered(key: dict[str, Any], compute: Callable[[], str]) -> str:
+    """compute(), kept under cache_root()/digests by `key`; read back while the key holds."""
+    remembered = cache_root() / "digests" / f"{key_digest(key)}.txt"
+    try:
+        return remembered.read_text().strip()
+    except OSError:
+        pass
+    found = compute()
     try:
         remembered.parent.mkdir(parents=True, exist_ok=True)
         temporary = remembered.with_name(f"{remembered.stem}.partial-{os.getpid()}")
@@ -84,10 +108,3 @@ def file_digest(path: Path) -> str:
     except OSError:  # a read-only cache costs the hashing next time, nothing else
         pass
     return found
-
-
-def directory_digests(directory: Path, names: Iterable[str] | None = None) -> dict[str, str]:
-    """file_digest of each file in `directory` (only `names`, where given; recursively otherwise), by relative path."""
-    directory = Path(directory)
-    files = [directory / name for name in names] if names is not None else sorted(directory.rglob("*"))
-    return {str(path.relative_to(directory)): file_digest(path) for path in files if path.is_file()}

@@ -17,6 +17,7 @@ from hydra.core.plugins import Plugins
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from finetune.environment import COMMAND_VARIABLE, remember_command
 from finetune.errors import (EXIT_BAD_INPUT, USER_ERRORS, AlreadyComplete, Escalated, Interrupted, RunDirInUse,
                              RunError, one_line)
 from finetune.logs import quiet_libraries
@@ -150,13 +151,20 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's exit(1)
     _job_started.clear()
     _sweep_started.clear()
+    command = os.environ.get(COMMAND_VARIABLE)
+    remember_command()
     try:
         _run(wants_traceback=previous == "1")
     finally:  # as it was: tests and notebooks call main() more than once in one process
-        if previous is None:
-            os.environ.pop("HYDRA_FULL_ERROR", None)
-        else:
-            os.environ["HYDRA_FULL_ERROR"] = previous
+        _restore("HYDRA_FULL_ERROR", previous)
+        _restore(COMMAND_VARIABLE, command)
+
+
+def _restore(variable: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(variable, None)
+    else:
+        os.environ[variable] = value
 
 
 def _run(wants_traceback: bool) -> None:

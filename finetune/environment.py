@@ -3,6 +3,7 @@ project's code (its git commit, when run from a checkout) and the command that s
 
 from __future__ import annotations
 
+import os
 import platform
 import shlex
 import subprocess
@@ -39,9 +40,12 @@ def code_version(package: Path = PACKAGE) -> dict[str, object]:
         if not (Path(root) / "finetune" / "environment.py").is_file():  # a user's repository around an install
             return found
         found["git_commit"] = _git(package, "rev-parse", "HEAD")
-        found["git_dirty"] = bool(_git(package, "status", "--porcelain"))
     except (OSError, subprocess.SubprocessError):  # no git, or not a checkout
-        pass
+        return found
+    try:  # without the index lock, so that runs in parallel (or a user's own git) never collide
+        found["git_dirty"] = bool(_git(package, "--no-optional-locks", "status", "--porcelain"))
+    except (OSError, subprocess.SubprocessError):
+        found["git_dirty"] = None  # unknown, and said so in the report
     return found
 
 
@@ -50,6 +54,20 @@ def _git(directory: Path, *arguments: str) -> str:
                           timeout=10).stdout.strip()
 
 
+COMMAND_VARIABLE = "FINETUNE_COMMAND"  # set at the entry point, inherited by a launcher's worker processes
+
+
+def remember_command(program: str = "finetune") -> None:
+    """Keep the command as typed for every run it starts, including those a launcher (joblib, submitit)
+    runs in processes whose own command line is the launcher's."""
+    os.environ.setdefault(COMMAND_VARIABLE, _typed(program))
+
+
 def command_line() -> str:
     """The command as typed (shell-quoted), e.g. `finetune -m method=lora,full train.seed=1,2`."""
-    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    return os.environ.get(COMMAND_VARIABLE) or _typed(Path(sys.argv[0]).name)
+
+
+def _typed(program: str) -> str:
+    name = "python -m finetune" if Path(sys.argv[0]).name == "__main__.py" else program
+    return shlex.join([*shlex.split(name), *sys.argv[1:]])

@@ -3,14 +3,17 @@ revision) and of the weights (or the Hub model's revision)."""
 
 from __future__ import annotations
 
-import hashlib
 import re
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from finetune.cache import directory_digests, file_digest
+from finetune.cache import file_digest, folder_digest
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".json", ".model", ".txt")  # weights, configs, vocabularies
+# what transformers' and peft's loaders read from a model folder: weights (shards and their index), configs,
+# vocabularies; not a Trainer's optimizer, scheduler or RNG state saved beside them
+LOADED = ("*.safetensors", "pytorch_model*.bin", "adapter_model.bin", "*config.json", "*.index.json",
+          "tokenizer*", "vocab*", "merges.txt", "*.model", "special_tokens_map.json", "added_tokens.json")
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
@@ -25,13 +28,16 @@ def data_provenance(sources: dict[str, Any], loaded: dict[str, Any], hub_id: str
     files = {}
     for split, source in sources.items():
         path = Path(source.file)
-        files[split] = {"file": str(path), "digest": file_digest(path) if path.is_file() else _folder_digest(path)}
+        files[split] = {"file": str(path), "digest": _readable(file_digest if path.is_file() else folder_digest, path)}
     return {"files": files}
 
 
-def _folder_digest(directory: Path) -> str:
-    listing = "".join(f"{name} {digest}\n" for name, digest in directory_digests(directory).items())
-    return f"sha256:{hashlib.sha256(listing.encode()).hexdigest()}"
+def _readable(hashing: Any, path: Path) -> str:
+    """The digest, or why there is none: a file that cannot be read is recorded, it does not fail the run."""
+    try:
+        return hashing(path)
+    except OSError as error:
+        return f"unreadable ({error.strerror or error})"
 
 
 def _cached_revision(loaded: dict[str, Any]) -> str | None:
@@ -45,11 +51,12 @@ def _cached_revision(loaded: dict[str, Any]) -> str | None:
 
 
 def weights_provenance(source: str, config: Any) -> dict[str, Any]:
-    """The weights' source; a local folder's files by digest, a Hub model's commit (transformers
-    keeps it on the config it loaded)."""
+    """The weights' source; the digests of the files a local folder's loaders read (see LOADED), or
+    a Hub model's commit (transformers keeps it on the config it loaded)."""
     found: dict[str, Any] = {"source": source, "revision": getattr(config, "_commit_hash", None)}
     directory = Path(source)
     if directory.is_dir():
-        names = sorted(path.name for path in directory.iterdir() if path.is_file() and path.suffix in WEIGHT_SUFFIXES)
-        found["files"] = directory_digests(directory, names)
+        loaded = sorted(path for path in directory.iterdir()
+                        if path.is_file() and any(fnmatch(path.name, pattern) for pattern in LOADED))
+        found["files"] = {path.name: _readable(file_digest, path) for path in loaded}
     return found

@@ -24,7 +24,7 @@ from finetune.errors import EXIT_BAD_INPUT
 from finetune.files import write_text_atomic
 from finetune.plots import write_plots
 from finetune.record import RunRecord
-from finetune.run_environments import differences, environment, warning
+from finetune.run_environments import differences, environment, unrecorded, warning
 from finetune.studies import Configuration, best_per_method, configurations, flatten, swept_keys, versus_reference
 from finetune.trace import write_trace
 
@@ -82,10 +82,11 @@ def mark_mixed(rows: list[dict[str, Any]]) -> str | None:
     """Mark each completed run whose versions, code or machine differ from most completed runs'
     (its `differs`: what differs); returns the warning to print, or None when they all agree."""
     completed = [row for row in rows if row["status"] == "completed"]
-    marks, mixed = differences([row["environment"] for row in completed])
+    environments = [row["environment"] for row in completed]
+    marks, mixed = differences(environments)
     for row, mark in zip(completed, marks):
         row["differs"] = ", ".join(mark)
-    return warning(mixed)
+    return warning(mixed, unrecorded(environments))
 
 
 FORMATS = {"validation": "{:.4f}", "test": "{:.4f}", "trainable": "{:,}", "trainable_%": "{:.2f}",

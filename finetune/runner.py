@@ -111,7 +111,7 @@ def _recipe(session: Session) -> Outcome:
     tokenizer = load_tokenizer(source, plan.run.model)
     task = plan.kind.build(plan.run, tokenizer, data.label_names)
     model = load_model(task.model_class, source, plan.run.model, task.model_kwargs(), tokenizer.pad_token_id)
-    weights = weights_provenance(source, model.config)
+    weights = weights_provenance(source, model.config) if accelerator.is_main_process else {}  # only it writes results
     if plan.run.train.gradient_checkpointing:
         enable_gradient_checkpointing(model, plan.run.model)
     with accelerator.main_process_first():  # one process fills the datasets cache, the others read it

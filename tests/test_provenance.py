@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from finetune import environment
-from finetune.cache import file_digest
+from finetune.cache import file_digest, folder_digest
 from finetune.provenance import data_provenance, weights_provenance
 from finetune.report import main as report
 from finetune.runner import execute
@@ -86,9 +86,51 @@ def test_file_digests_are_remembered_until_the_file_changes(tmp_path, monkeypatc
     data = tmp_path / "weights.bin"
     data.write_bytes(b"one")
     assert file_digest(data) == sha256(data)
-    assert len(list((tmp_path / "cache" / "digests").iterdir())) == 1
+    [remembered] = list((tmp_path / "cache" / "digests").iterdir())
+    remembered.write_text("sha256:planted")  # read back, not hashed again, while the file is unchanged
+    assert file_digest(data) == "sha256:planted"
     data.write_bytes(b"other")  # another size: another key, hashed again
     assert file_digest(data) == sha256(data) != "sha256:" + hashlib.sha256(b"one").hexdigest()
+
+
+def test_a_folder_is_one_remembered_digest_that_changes_with_any_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("FINETUNE_CACHE", str(tmp_path / "cache"))
+    images = tmp_path / "images"
+    for label in ("cat", "dog"):
+        (images / label).mkdir(parents=True)
+        for index in range(5):
+            (images / label / f"{index}.png").write_bytes(f"{label}{index}".encode())
+    first = folder_digest(images)
+    assert first.startswith("sha256:") and len(list((tmp_path / "cache" / "digests").iterdir())) == 1
+    (images / "dog" / "4.png").write_bytes(b"another dog")
+    assert folder_digest(images) != first
+
+
+def test_weights_provenance_hashes_what_the_loaders_read_and_records_unreadable_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("FINETUNE_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "vocab.txt", "optimizer.pt", "rng_state.pth",
+                 "trainer_state.json", "notes.md"):
+        (model / name).write_text(name)
+    found = weights_provenance(str(model), None)
+    assert set(found["files"]) == {"model.safetensors", "config.json", "tokenizer.json", "vocab.txt"}
+    assert found["files"]["config.json"] == sha256(model / "config.json")
+
+    def unreadable(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("finetune.provenance.file_digest", unreadable)
+    assert weights_provenance(str(model), None)["files"]["vocab.txt"] == "unreadable (Permission denied)"
+
+
+def test_the_command_is_the_one_typed_even_in_a_launchers_worker(monkeypatch):
+    monkeypatch.delenv(environment.COMMAND_VARIABLE, raising=False)
+    monkeypatch.setattr("sys.argv", ["/x/finetune/__main__.py", "-m", "method=lora,full"])
+    environment.remember_command()
+    assert environment.command_line() == "python -m finetune -m method=lora,full"
+    monkeypatch.setattr("sys.argv", ["/x/submitit/worker.py", "job.pkl"])  # a worker's own argv
+    assert environment.command_line() == "python -m finetune -m method=lora,full"
 
 
 def test_hub_inputs_record_their_revisions():
@@ -131,3 +173,34 @@ def test_runs_of_one_environment_get_no_warning_and_no_column(tmp_path, capsys):
     record(tmp_path / "s2", 2, "2.9.1", [])
     report([str(tmp_path)])
     assert "Warning" not in capsys.readouterr().out and "differs" not in (tmp_path / "report.md").read_text()
+
+
+def test_runs_without_provenance_are_unknown_not_different(tmp_path, capsys):
+    record(tmp_path / "s1", 1, "2.9.1", [])
+    record(tmp_path / "s2", 2, "2.9.1", [])
+    old = json.loads((tmp_path / "s1" / "results.json").read_text())
+    del old["provenance"]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "results.json").write_text(json.dumps({**old, "config": {"train": {"seed": 3}}}))
+    broken = {**old, "config": {"train": {"seed": 4}}, "provenance": {"code": "v1", "machine": ["cpu"]}}
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "results.json").write_text(json.dumps(broken))
+    failed = {**old, "status": "failed", "error": "boom", "provenance": {"machine": {"cpu": "other"}}}
+    (tmp_path / "failed").mkdir()
+    (tmp_path / "failed" / "results.json").write_text(json.dumps(failed))
+    report([str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert "2 run(s) predate provenance records" in printed  # old and broken; the failed run is not compared
+    assert "not all made with the same" not in printed
+    runs = {row["run"]: row["differs"] for row in csv.DictReader((tmp_path / "runs.csv").open())}
+    assert set(runs.values()) == {""}
+
+
+def test_an_unknown_dirty_state_is_its_own_environment(tmp_path, capsys):
+    record(tmp_path / "s1", 1, "2.9.1", [])
+    record(tmp_path / "s2", 2, "2.9.1", [])
+    unknown = json.loads((tmp_path / "s2" / "results.json").read_text())
+    unknown["provenance"]["code"]["git_dirty"] = None
+    (tmp_path / "s2" / "results.json").write_text(json.dumps(unknown))
+    report([str(tmp_path)])
+    assert "(dirty: unknown) in 1" in capsys.readouterr().out
