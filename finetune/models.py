@@ -88,10 +88,10 @@ def meta_architecture(spec: ModelSpec) -> nn.Module | None:
     try:
         config = AutoConfig.from_pretrained(model_source(spec), trust_remote_code=spec.trust_remote_code,
                                             local_files_only=True)
-    except (OSError, ValueError, UserError):  # the load reports it
+        with torch.device("meta"):
+            return AutoModel.from_config(config, trust_remote_code=spec.trust_remote_code)
+    except (OSError, ValueError, KeyError, ImportError, UserError):  # unmapped or remote-code architectures too: the load reports it
         return None
-    with torch.device("meta"):
-        return AutoModel.from_config(config, trust_remote_code=spec.trust_remote_code)
 
 
 def enable_gradient_checkpointing(model: nn.Module, spec: ModelSpec) -> None:

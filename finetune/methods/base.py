@@ -51,7 +51,7 @@ class Method:
         raise NotImplementedError
 
     def initialize(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> None:
-        """Initialise from the training data (`batches`: the training loader), once before the optimizer
+        """Initialise from the training data (`batches`: an epoch of CPU batches), once before the optimizer
         of a fresh run is built; a resumed run's checkpoint holds the result, so it is not called then."""
 
     def frozen_blocks(self, blocks: int, family: ModelSpec) -> int:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import logging
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional
 
 from finetune.errors import UserError, require
 from finetune.methods import register
@@ -26,10 +27,11 @@ from finetune.methods.data_init import check_eva, initialize_eva
 from finetune.methods.soft_prompts import prompt_fields
 from finetune.models import meta_architecture
 
-from finetune.schema import ModelSpec
-
 if TYPE_CHECKING:
+    import torch
     from torch import nn
+
+    from finetune.schema import ModelSpec
 
     from finetune.schema import Run
     from finetune.tasks import TaskKind
@@ -52,6 +54,8 @@ NOT_BY_CONFIG = {
     "SHADOW": "it fails on these families in peft 0.21.2",
 }
 
+
+log = logging.getLogger(__name__)
 
 _WIDTH_CHECKS: dict[tuple[str, ...], str | None] = {}  # (family, source, config) -> refusal, per process
 
@@ -79,7 +83,8 @@ def _built_on_meta(family: ModelSpec, config: Any) -> str | None:
         if "No modules were targeted" in message or "not found in the base model" in message:
             return None  # with_peft names the family's linear layers when the model loads
         return message.splitlines()[0]
-    except Exception:  # noqa: BLE001 - what only the meta device trips on; the real build decides
+    except Exception as error:  # noqa: BLE001 - what only the meta device trips on; the real build decides
+        log.debug("width check of %s on the meta device skipped: %s", config.peft_type, error)
         return None
     return None
 
@@ -176,7 +181,7 @@ class PeftByConfig(Method):
         config = self.config(family, task.peft_task_type, list(task.parts.new_modules) or None, **prompt)
         return with_peft(model, config, "method.targets")
 
-    def initialize(self, model: nn.Module, batches) -> None:
+    def initialize(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> None:
         if self.spec.args.get("init_lora_weights") == "eva":
             initialize_eva(model, batches)
 

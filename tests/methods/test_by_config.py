@@ -198,9 +198,7 @@ def test_bad_peft_settings_are_one_line_before_anything_loads(family_plan, overr
 ])
 def test_what_peft_refuses_for_a_layer_width_is_one_line_before_anything_loads(family_plan, method, override, message,
                                                                                 monkeypatch):
-    from finetune import models
-
-    monkeypatch.setattr(models, "load_model", lambda *args, **kwargs: pytest.fail("loaded the model"))
+    monkeypatch.setattr("finetune.runner.load_model", lambda *args, **kwargs: pytest.fail("loaded the model"))
     with pytest.raises(UserError, match=rf"^method: peft refuses {method} on model=bert: {re.escape(message)}"):
         family_plan("bert", method, override)
 
