@@ -1,8 +1,7 @@
-"""Everything a run writes: results.json, TensorBoard events, the best checkpoint, the final model."""
+"""What a run writes besides its trackers' logs (finetune.trackers): results.json and the final model."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import asdict
@@ -11,8 +10,6 @@ from typing import Any
 
 from peft import PeftModel
 from torch import nn
-from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams as hparams_summaries
 from transformers import PreTrainedTokenizerBase, ProcessorMixin
 
 from finetune.environment import code_version, command_line, library_versions
@@ -21,12 +18,9 @@ from finetune.files import write_json_atomic
 from finetune.hardware import machine
 from finetune.record import Outcome, RunRecord
 from finetune.plan import Plan
-from finetune.schema import Run
 
 log = logging.getLogger(__name__)
 
-HPARAM_TRAIN_KEYS = ("lr", "epochs", "batch_size", "grad_accum", "seed", "weight_decay", "warmup_ratio")
-HPARAM_DATA_KEYS = ("max_train_samples", "max_eval_samples", "max_source_length")
 
 
 class ResultsFile:
@@ -79,52 +73,6 @@ class ResultsFile:
                     raise
                 log.warning("%s could not be updated to '%s' (%s)", self.path, status, error.strerror)
         return self.record
-
-
-class Tracker:
-    """TensorBoard scalars under `<run>/tensorboard`, tagged `split/metric`; a no-op with `write=False`."""
-
-    def __init__(self, directory: Path, purge_step: int | None = None, write: bool = True) -> None:
-        self.writer = SummaryWriter(log_dir=str(directory), purge_step=purge_step) if write else None
-
-    def log(self, prefix: str, values: dict[str, float], step: int) -> None:
-        if self.writer is None:
-            return
-        for name, value in values.items():
-            self.writer.add_scalar(f"{prefix}/{name}", value, step)
-
-    def hparams(self, run: Run, outcome: Outcome) -> None:
-        """The run's settings and headline results for TensorBoard's HParams tab (one row a run)."""
-        if self.writer is None:
-            return
-        settings: dict[str, Any] = {"model": run.model.name, "dataset": run.dataset.name}
-        settings.update({f"method.{key}": value for key, value in asdict(run.method).items()})
-        settings.update({f"train.{key}": getattr(run.train, key) for key in HPARAM_TRAIN_KEYS})
-        settings.update({f"dataset.{key}": getattr(run.dataset, key) for key in HPARAM_DATA_KEYS})
-        main = outcome.main_metric
-        results = {f"hparam/{role}_{main}": values[main] for role, values in outcome.metrics.items()}
-        results.update({"hparam/trainable_params": outcome.params["trainable"],
-                        "hparam/train_seconds": outcome.train_seconds, "hparam/peak_memory_mb": outcome.peak_memory_mb})
-        # TensorBoard takes numbers, text and booleans: unset keys read "null", lists as JSON
-        kept = {key: value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
-                for key, value in settings.items()}
-        # The session's hparams and status only, not SummaryWriter.add_hparams' per-run experiment
-        # record: without one, TensorBoard builds the experiment from every run's session, marks the
-        # keys whose values differ (a sweep's swept keys) and shows those first.
-        # Written into the run's own event files, so that TensorBoard lists each run once.
-        _experiment, session_start, session_end = hparams_summaries(kept, results)
-        self.writer.file_writer.add_summary(session_start)
-        self.writer.file_writer.add_summary(session_end)
-        for name, value in results.items():
-            self.writer.add_scalar(name, value)
-
-    def text(self, tag: str, markdown: str, step: int) -> None:
-        if self.writer is not None:
-            self.writer.add_text(tag, markdown, step)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
 
 
 def save_model(model: nn.Module, processor: PreTrainedTokenizerBase | ProcessorMixin, directory: Path) -> None:

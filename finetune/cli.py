@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import signal
@@ -56,7 +57,7 @@ Usage:
 Config groups (GROUP=OPTION; +experiment=NAME and +smoke=tiny are added with a +):
 {options}
 
-Keys: model.*, dataset.*, method.*, train.*, generation.*, hardware.*, restart (see --cfg job and the README).
+Keys: model.*, dataset.*, method.*, train.*, generation.*, hardware.*, logger.*, restart (see --cfg job and the README).
 
 Companion commands:
 {companions}
@@ -233,5 +234,24 @@ def format_summary(record: RunRecord, run_dir: Path) -> str:
             f"  training    {record.train_seconds:.1f} s, {record.train_samples_per_second:.1f} samples/s, "
             f"peak memory {record.peak_memory_mb:,.0f} MB, {record.precision or 'fp32'} on {record.device or 'cpu'}"
         )
-    lines.append(f"  artifacts   {run_dir}  (results.json, model/, tensorboard/)")
+    written = [name for name in ("results.json", "model/", "tensorboard/", "csv/", "wandb/")
+               if (run_dir / name.rstrip("/")).exists()]
+    lines.append(f"  artifacts   {run_dir}  ({', '.join(written)})")
+    lines += tracker_lines(run_dir)
     return "\n".join(lines)
+
+
+def tracker_lines(run_dir: Path) -> list[str]:
+    """Where the run's MLflow run is, and how to upload an offline W&B run."""
+    try:
+        ids = json.loads((run_dir / "trackers.json").read_text())
+    except (OSError, ValueError):
+        return []
+    lines = []
+    if isinstance(ids.get("mlflow"), dict):
+        uri = ids["mlflow"].get("tracking_uri", "")
+        shown = f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:") else uri
+        lines.append(f"  mlflow      run {ids['mlflow'].get('run_id')}  ({shown})")
+    if "wandb" in ids and any((run_dir / "wandb").glob("offline-run-*")):
+        lines.append(f"  wandb       offline; upload with: wandb sync {run_dir / 'wandb'}/offline-run-*")
+    return lines

@@ -17,7 +17,6 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
-from finetune.artifacts import Tracker
 from finetune.batching import LengthGroupedBatches, make_loader
 from finetune.checkpoint import BestCheckpoint, Checkpoints, LoopState
 from finetune.errors import TrialPruned
@@ -27,6 +26,7 @@ from finetune.methods import Method
 from finetune.progress import progress
 from finetune.schema import TrainSpec
 from finetune.tasks import Task
+from finetune.trackers import Trackers
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class Trainer:
     task: Task
     method: Method  # its parameter groups, and its hook after each optimizer step
     accelerator: Accelerator
-    tracker: Tracker
+    tracker: Trackers
     checkpoints: Checkpoints
     best: BestCheckpoint
     stop: StopSignals  # set by SIGTERM or SIGINT while the loop runs

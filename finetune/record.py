@@ -98,3 +98,15 @@ _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {  # what each field of a res
     **{name: list for name in ("overrides", "label_names")},
     **{name: (int, float) for name in ("train_seconds", "train_samples_per_second", "peak_memory_mb")},
 }
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """{'train': {'lr': 1e-3}} -> {'train.lr': '0.001'}; values as JSON text, so lists compare too."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value if isinstance(value, str) else json.dumps(value)
+    return flat

@@ -23,9 +23,9 @@ from typing import Any
 from finetune.errors import EXIT_BAD_INPUT
 from finetune.files import write_text_atomic
 from finetune.plots import write_plots
-from finetune.record import RunRecord
+from finetune.record import RunRecord, flatten
 from finetune.run_environments import differences, environment, unrecorded, warning
-from finetune.studies import Configuration, best_per_method, configurations, flatten, swept_keys, versus_reference
+from finetune.studies import Configuration, best_per_method, configurations, swept_keys, versus_reference
 from finetune.trace import write_trace
 
 COLUMNS = (

@@ -16,7 +16,7 @@ from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader
 
-from finetune.artifacts import ResultsFile, Tracker, save_model
+from finetune.artifacts import ResultsFile, save_model
 from finetune.batching import LengthGroupedBatches, make_loader, sorted_batches
 from finetune.checkpoint import BestCheckpoint, Checkpoints
 from finetune.data import load_splits
@@ -30,6 +30,7 @@ from finetune.hardware import PeakMemory, agree_on_processes, compiled, loader_w
 from finetune.models import count_parameters, enable_gradient_checkpointing, load_model, load_tokenizer, model_source
 from finetune.plan import Plan
 from finetune.provenance import weights_provenance
+from finetune.trackers import Trackers, open_trackers
 from finetune.record import Outcome, RunRecord
 from finetune.tasks import Task
 from finetune.tasks.columns import LabelledSplits
@@ -49,7 +50,7 @@ class Session:
 
     plan: Plan
     accelerator: Accelerator
-    tracker: Tracker
+    tracker: Trackers
     memory: PeakMemory
     checkpoints: Checkpoints
     resume_from: Path | None
@@ -73,29 +74,34 @@ def execute(plan: Plan) -> RunRecord:
     checkpoints = Checkpoints(Path(run.output_dir) / "checkpoints", run.train.keep_checkpoints)
     resume_from = checkpoints.latest()
     results = ResultsFile(plan, write=main)
-    # purge_step drops TensorBoard events written after the checkpoint by the run that died
-    tracker = Tracker(Path(run.output_dir) / "tensorboard", purge_step=checkpoints.step(resume_from), write=main)
+    # resumed: each tracker continues its run, dropping what the run that died logged after the checkpoint
+    tracker = open_trackers(run, checkpoints.step(resume_from), write=main)
     memory = PeakMemory()
     try:
         with stop_on_signals() as stop:
             session = Session(plan, accelerator, tracker, memory, checkpoints, resume_from, stop)
             outcome = _standalone(session) if plan.method.standalone else _recipe(session)
-            tracker.hparams(run, outcome)
-            return RunRecord.from_dict(results.complete(outcome))
+            record = RunRecord.from_dict(results.complete(outcome))
+            tracker.finish("completed", outcome)
+            return record
     except TrialPruned as pruned:
         log.info("Trial %s pruned at step %d", plan.run.trial.number, pruned.training["optimizer_steps"])
+        tracker.finish("pruned")
         return RunRecord.from_dict(results.prune(pruned.training, pruned.validation))
     except Interrupted as error:
         results.interrupt(error)
+        tracker.finish("interrupted")
         raise
     except OSError as error:
         results.fail(error)
+        tracker.finish("failed")
         if error.errno not in WRITE_ERRORS:
             raise
         raise RunError(f"cannot write {error.filename or 'a file'} ({error.strerror}); free space or fix the "
                        "permissions, then run the same command again: it resumes from the last checkpoint") from error
     except BaseException as error:
         results.fail(error)
+        tracker.finish("failed")
         raise
     finally:
         memory.stop()
@@ -273,7 +279,7 @@ def _log_final(session: Session, metrics: dict[str, dict[str, float]], step: int
     return peak_mb
 
 
-def _write_samples(samples: list[dict[str, Any]], path: Path, tracker: Tracker, role: str, step: int) -> None:
+def _write_samples(samples: list[dict[str, Any]], path: Path, tracker: Trackers, role: str, step: int) -> None:
     """Generated texts next to their references: all in a jsonl file, the first few in TensorBoard."""
     if not samples:
         return

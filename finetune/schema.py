@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import importlib.util
 import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional
@@ -235,6 +236,32 @@ class TrialSpec:
     pruning: bool = False  # the study has a pruner: report each validation and stop when pruned
 
 
+LOGGERS = ("tensorboard", "csv", "mlflow", "wandb")  # finetune.trackers: one module each
+OPTIONAL_LOGGERS = ("mlflow", "wandb")  # each its own pip extra, named after its library
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+@dataclass(frozen=True)
+class LoggerSpec:
+    """Where a run's metrics go besides results.json (conf/logger); not part of what the run computes."""
+
+    backends: List[str] = field(default_factory=lambda: ["tensorboard"])  # one or several of LOGGERS
+    # MLflow's store: else $MLFLOW_TRACKING_URI, else a sqlite file under outputs/ (nothing leaves the machine)
+    tracking_uri: Optional[str] = None
+    experiment: Optional[str] = None  # MLflow's experiment and W&B's group: else the sweep's name, else "finetune"
+    project: str = "finetune"  # the W&B project
+    mode: Optional[str] = None  # W&B's mode: else $WANDB_MODE, else online only where the user is logged in
+
+    def __post_init__(self) -> None:
+        require(bool(self.backends), "logger.backends", f"must name at least one of {', '.join(LOGGERS)}")
+        for backend in self.backends:
+            one_of(backend, LOGGERS, "logger.backends")
+            require(backend not in OPTIONAL_LOGGERS or importlib.util.find_spec(backend) is not None, "logger.backends",
+                    f"{backend} is not installed; install its extra: pip install -c constraints.txt -e \".[{backend}]\"")
+        if self.mode is not None:
+            one_of(self.mode, WANDB_MODES, "logger.mode")
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """A method's settings; each method's YAML extends one subclass (finetune/methods/).
@@ -261,6 +288,7 @@ class Run:
     train: TrainSpec = field(default_factory=TrainSpec)
     generation: GenerationSpec = field(default_factory=GenerationSpec)
     trial: TrialSpec = field(default_factory=TrialSpec)  # the Optuna sweeper's; null outside a search
+    logger: LoggerSpec = field(default_factory=LoggerSpec)  # the logger group: TensorBoard, CSV, MLflow, W&B
     output_dir: str = "${hydra:runtime.output_dir}"  # the Hydra run directory
     restart: bool = False  # start over in a used run dir, deleting the earlier run's results, checkpoints and model
     overrides: List[str] = field(default_factory=lambda: "${hydra:overrides.task}")  # type: ignore

@@ -7,7 +7,6 @@ Pure functions over the rows `finetune.report.collect` reads from results.json f
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -21,21 +20,10 @@ SEED_KEY = "train.seed"
 NOT_SETTINGS = (  # where and how a run went, not what it computed
     "output_dir", "overrides", "restart", SEED_KEY, "hardware.name", "hardware.jobs_per_gpu", "hardware.num_threads",
     "trial.storage", "trial.study", "trial.number", "trial.pruning", "method.search",
+    "logger.backends", "logger.tracking_uri", "logger.experiment", "logger.project", "logger.mode",
     *(f"train.{key}" for key in TRAIN_BOOKKEEPING),
 )
 IDENTITY = ("model.name", "method.name", "dataset.name")  # always shown as model, method, dataset
-
-
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """{'train': {'lr': 1e-3}} -> {'train.lr': '0.001'}; values as JSON text, so lists compare too."""
-    flat: dict[str, str] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value if isinstance(value, str) else json.dumps(value)
-    return flat
 
 
 def swept_keys(rows: list[dict[str, Any]]) -> list[str]:

@@ -18,6 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 SWEPT_KEYS_VARIABLE = "FINETUNE_SWEPT_KEYS"
+SWEEP_VARIABLE = "FINETUNE_SWEEP"  # the sweep dir's name: trackers group the sweep's runs under it
 NAMED_ALREADY = {"model", "method", "dataset"}  # the run dir name carries their choices
 _UNSAFE = re.compile(r"[^\w.=+-]")
 _MAX_LABEL = 80
@@ -38,6 +39,7 @@ class SweptKeys(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         keys = swept_keys(config.hydra.overrides.task, config.hydra.sweeper.get("params"))
         os.environ[SWEPT_KEYS_VARIABLE] = ",".join(keys)
+        os.environ[SWEEP_VARIABLE] = Path(config.hydra.sweep.dir).name
 
 
 def swept_label(job_overrides: Iterable[str]) -> str:

@@ -13,7 +13,7 @@ LAYERS = (
     ("base", {"errors", "files", "record", "metrics", "environment", "progress", "logs", "sweep_names"}),
     ("schema", {"schema"}),
     ("parts", {"models", "hardware", "batching", "cache", "checkpoint", "guards", "loading", "compat", "placement",
-               "embeddings", "quantization", "provenance"}),
+               "embeddings", "quantization", "provenance", "trackers"}),
     ("tasks", {"tasks", "data"}),
     ("methods", {"methods"}),
     ("plan", {"plan"}),
