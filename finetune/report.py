@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from finetune import report_html
 from finetune.errors import EXIT_BAD_INPUT
 from finetune.files import write_text_atomic
 from finetune.plots import write_plots
@@ -128,12 +129,17 @@ def _cell(row: dict[str, Any], column: str) -> str:
     return FORMATS.get(column, "{}").format(value)
 
 
+def summary_columns(rows: list[dict[str, Any]], keys: list[str], versus: str) -> list[str]:
+    """The configurations table's columns: `differs` only where some runs' versions or machine differ."""
+    mixed = ["differs"] if any(row["differs"] for row in rows) else []
+    return ["model", "method", "dataset", *keys, "status", "n", "metric", "validation", "test", f"test_vs_{versus}",
+            "trainable", "trainable_%", "train_s", "samples_s", "peak_memory_mb", *mixed, "runs"]
+
+
 def markdown(rows: list[dict[str, Any]], keys: list[str], versus: str) -> str:
     """The configurations as a markdown table, numbers rounded for reading (the CSV keeps them whole);
     a `differs` column where some runs' versions or machine differ from the others'."""
-    mixed = ["differs"] if any(row["differs"] for row in rows) else []
-    columns = ["model", "method", "dataset", *keys, "status", "n", "metric", "validation", "test", f"test_vs_{versus}",
-               "trainable", "trainable_%", "train_s", "samples_s", "peak_memory_mb", *mixed, "runs"]
+    columns = summary_columns(rows, keys, versus)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(row, column) for column in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
@@ -178,6 +184,8 @@ def main(argv: list[str] | None = None) -> None:
                                                  "parent of several)")
     parser.add_argument("--best", action="store_true", help="one row per model, method and data set: its "
                         "configuration with the best validation mean (best.md, best.csv, best_*.png)")
+    parser.add_argument("--html", action="store_true", help="also write one self-contained page: report.html "
+                        "(best.html with --best), sortable tables, the figures, links to every run")
     parser.add_argument("--baseline", metavar="METHOD", help="compare every configuration with this method's "
                         "validation-best one (default: the data set's validation-best configuration)")
     args = parser.parse_args(argv)
@@ -200,10 +208,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_BAD_INPUT)
     for warning in warnings:
         print(f"finetune-report: warning: {warning}", file=sys.stderr)
-    print(write_report(rows, out, args.best, args.baseline or "best"))
+    print(write_report(rows, out, args.best, args.baseline or "best", args.html))
 
 
-def write_report(rows: list[dict[str, Any]], out: Path, best: bool, versus: str) -> str:
+def write_report(rows: list[dict[str, Any]], out: Path, best: bool, versus: str, html: bool = False) -> str:
     """Write the tables and plots of `rows` to `out`; returns what the command prints."""
     mixed = mark_mixed(rows)
     keys = swept_keys(rows)
@@ -225,5 +233,45 @@ def write_report(rows: list[dict[str, Any]], out: Path, best: bool, versus: str)
     swept = f"; swept: {', '.join(keys)}" if keys else ""
     shown = "; each method's validation-best shown" if best else ""
     reference = "" if versus == "best" else f"; compared with {versus}"
-    return (text + f"\n{counted}{swept}{shown}{reference}; wrote {out / f'{name}.md'}, {out / f'{name}.csv'}, "
-            f"{out / 'runs.csv'}" + "".join(f", {path.name}" for path in plots))
+    said = f"{counted}{swept}{shown}{reference}"
+    pages = []
+    if html:
+        notes = ([f"Warning: {mixed}."] if mixed else []) + [said]
+        write_text_atomic(out / f"{name}.html", html_page(out, summary, keys, versus, rows, plots, notes))
+        pages = [out / f"{name}.html"]
+    return (text + f"\n{said}; wrote {out / f'{name}.md'}, {out / f'{name}.csv'}, "
+            f"{out / 'runs.csv'}" + "".join(f", {path.name}" for path in plots) + "".join(f", {page}" for page in pages))
+
+
+def html_page(out: Path, summary: list[dict[str, Any]], keys: list[str], versus: str, rows: list[dict[str, Any]],
+              plots: list[Path], notes: list[str]) -> str:
+    """report.html's content: the tables as (text, sort value) cells, the run links, the provenance."""
+    columns = [column for column in summary_columns(summary, keys, versus) if column != "runs"]
+    configurations = [[(_cell(row, column), _sort_value(row[column])) for column in columns] for row in summary]
+    run_columns = ["model", "method", "dataset", *keys, "seed", "status", "validation", "test", "train_s",
+                   "finetune", "machine", "differs", "error", "run"]
+    runs = [[_run_cell(row, column) for column in run_columns] for row in rows]
+    problems = [(row["run"], row["status"], row["error"]) for row in rows if row["status"] != "completed"]
+    environments: dict[str, dict[str, int]] = {}
+    for row in rows:
+        for key, value in row["environment"].items():
+            counted = environments.setdefault(key, {})
+            counted[value] = counted.get(value, 0) + 1
+    title = f"finetune-report: {out.resolve().name}"
+    return report_html.page(title, notes, (columns, configurations), (run_columns, runs), plots, problems, environments)
+
+
+def _sort_value(value: Any) -> Any:
+    return value.mean if hasattr(value, "mean") else value
+
+
+def _run_cell(row: dict[str, Any], column: str) -> tuple[str, Any]:
+    if column == "run":
+        return report_html.links(row["run"]), row["run"]
+    if column in ("finetune", "machine"):
+        value = row["environment"].get(column, "unrecorded")
+        return value, value
+    value = row["config"].get(column) if column not in row else row[column]
+    if column in ("validation", "test", "train_s") and isinstance(value, (int, float)):
+        return FORMATS[column].format(value), value
+    return ("–" if value in (None, "") else str(value)), value

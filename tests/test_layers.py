@@ -20,7 +20,7 @@ LAYERS = (
     ("run", {"frozen", "evaluation", "engine", "artifacts", "trained", "rundir", "trial"}),
     ("runner", {"runner"}),
     ("commands", {"cli", "__main__", "__init__", "sweeps", "search", "evaluate_run", "export", "predict", "report", "studies",
-                  "plots", "tiny", "trace", "study", "study_report", "run_environments"}),
+                  "plots", "tiny", "trace", "study", "study_report", "run_environments", "report_html"}),
 )
 
 
