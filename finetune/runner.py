@@ -75,7 +75,7 @@ def execute(plan: Plan) -> RunRecord:
     resume_from = checkpoints.latest()
     results = ResultsFile(plan, write=main)
     # resumed: each tracker continues its run, dropping what the run that died logged after the checkpoint
-    tracker = open_trackers(run, checkpoints.step(resume_from), write=main)
+    tracker = open_trackers(run, checkpoints.step(resume_from), results.record["provenance"], write=main)
     memory = PeakMemory()
     try:
         with stop_on_signals() as stop:

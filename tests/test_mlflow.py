@@ -71,6 +71,8 @@ def test_a_sweep_logs_each_run_to_the_server_in_the_sweeps_experiment(server, ti
         assert run.data.params["train.seed"] == str(record["config"]["train"]["seed"])
         assert run.data.tags["swept.train.seed"] == run.data.params["train.seed"]  # the swept key, tagged
         assert run.data.tags["finetune.status"] == "completed"
+        assert run.data.tags["provenance.machine.cpu"] == record["provenance"]["machine"]["cpu"]
+        assert run.data.tags["provenance.weights.source"] == record["provenance"]["weights"]["source"]
         assert run.data.metrics["final_test/accuracy"] == pytest.approx(record["metrics"]["test"]["accuracy"])
         assert run.data.metrics["summary/peak_memory_mb"] == pytest.approx(record["peak_memory_mb"])
         assert len(metric_steps(client, run.info.run_id, "train/loss")) >= 1

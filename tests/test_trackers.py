@@ -29,6 +29,9 @@ def test_logger_csv_records_params_curves_test_metrics_and_the_end(tiny_plan):
     folder = Path(plan.run.output_dir) / "csv"
     params = {row["key"]: row for row in rows(folder / "params.csv")}
     assert params["train.lr"]["value"] == str(plan.run.train.lr) and params["model.name"]["value"] == "bert"
+    record = json.loads((Path(plan.run.output_dir) / "results.json").read_text())
+    assert params["provenance.machine.cpu"]["value"] == record["provenance"]["machine"]["cpu"]
+    assert params["provenance.command"]["value"] == record["provenance"]["command"]
     metrics = rows(folder / "metrics.csv")
     losses = [row for row in metrics if row["name"] == "train/loss"]
     assert [int(row["step"]) for row in losses] == list(range(1, outcome.training["optimizer_steps"] + 1))
@@ -38,6 +41,8 @@ def test_logger_csv_records_params_curves_test_metrics_and_the_end(tiny_plan):
     summary = {row["key"]: row["value"] for row in rows(folder / "summary.csv")}
     assert summary["status"] == "completed" and float(summary["peak_memory_mb"]) == pytest.approx(outcome.peak_memory_mb)
     assert summary["artifacts.results"] == str(Path(plan.run.output_dir) / "results.json")
+    assert summary["provenance.data.files.train.digest"] == record["provenance"]["data"]["files"]["train"]["digest"]
+    assert summary["provenance.weights.files.model.safetensors"].startswith("sha256:")
     assert (Path(plan.run.output_dir) / "tensorboard").is_dir()  # logger=csv keeps TensorBoard
 
 
@@ -99,6 +104,7 @@ def test_logger_wandb_runs_offline_and_a_resumed_run_is_one_wandb_run(tiny_plan,
     assert summary["status"] == "completed" and summary["final_test/accuracy"] == outcome.metrics["test"]["accuracy"]
     [run] = [record.run for record in first if record.WhichOneof("record_type") == "run"]
     assert run.run_id == saved and items(run.config.update)["train.lr"] == str(plan.run.train.lr)
+    assert "provenance.machine.cpu" in items(run.config.update)
     steps = [[items(record.history.item)["step"] for record in records if record.WhichOneof("record_type") == "history"]
              for records in (first, resumed)]
     assert max(steps[0]) >= 6 and min(steps[1]) == 7  # the resumed part continues from the checkpoint's step

@@ -54,11 +54,12 @@ class Trackers:
                     _close_quietly(backend)
 
 
-def open_trackers(run: Run, resumed_from: int | None, write: bool = True) -> Trackers:
-    """The trackers `run.logger.backends` names, continuing their runs where `resumed_from` is a checkpoint's step."""
+def open_trackers(run: Run, resumed_from: int | None, provenance: dict[str, Any], write: bool = True) -> Trackers:
+    """The trackers `run.logger.backends` names, continuing their runs where `resumed_from` is a
+    checkpoint's step; each records `provenance` (results.json's: code, command, machine)."""
     if not write:
         return Trackers([])
-    context = run_context(run, resumed_from)
+    context = run_context(run, resumed_from, provenance)
     opened = []
     for name in dict.fromkeys(run.logger.backends):
         module, attribute = BACKENDS[name]

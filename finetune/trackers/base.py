@@ -27,6 +27,7 @@ class RunContext:
     swept: tuple[str, ...]  # the keys the run's sweep varies
     sweep: str | None  # the sweep's name (its directory), None for a single run
     resumed_from: int | None  # the checkpoint's step: a tracker drops what the dead run logged after it
+    provenance: dict[str, str]  # how the run was made (code, command, machine), flattened: {'provenance.code.git_commit': ...}
 
     @property
     def spec(self) -> LoggerSpec:
@@ -58,14 +59,19 @@ class RunContext:
         return {key: str(self.run_dir / name) for key, name in names.items()}
 
 
-def run_context(run: Run, resumed_from: int | None) -> RunContext:
+def provenance_items(provenance: dict[str, Any]) -> dict[str, str]:
+    """results.json's provenance, flattened under `provenance.`, for a tracker's tags or config."""
+    return flatten(provenance, "provenance.") if provenance else {}
+
+
+def run_context(run: Run, resumed_from: int | None, provenance: dict[str, Any]) -> RunContext:
     run_dir = Path(run.output_dir)
     sweep = os.environ.get(SWEEP_VARIABLE)
     in_sweep = sweep is not None and run_dir.parent.name == sweep  # not a stale variable of an earlier sweep
     swept = tuple(key for key in os.environ.get(SWEPT_KEYS_VARIABLE, "").split(",") if key) if in_sweep else ()
     params = flatten({key: value for key, value in asdict(run).items() if key not in ("output_dir", "overrides")})
     return RunContext(run=run, run_dir=run_dir, params=params, swept=swept, sweep=sweep if in_sweep else None,
-                      resumed_from=resumed_from)
+                      resumed_from=resumed_from, provenance=provenance_items(provenance))
 
 
 class Backend:
@@ -84,7 +90,8 @@ class Backend:
         """A text sample (generated summaries)."""
 
     def finish(self, status: str, outcome: Outcome | None) -> None:
-        """The run ended `status` (completed, failed, interrupted, pruned); `outcome` when completed."""
+        """The run ended `status` (completed, failed, interrupted, pruned); `outcome` when completed
+        (with the data's and weights' provenance: provenance_items(outcome.provenance))."""
 
     def close(self) -> None:
         """Release files and connections."""

@@ -10,7 +10,7 @@ from io import StringIO
 
 from finetune.files import write_text_atomic
 from finetune.record import Outcome
-from finetune.trackers.base import Backend, RunContext, headline
+from finetune.trackers.base import Backend, RunContext, headline, provenance_items
 
 METRIC_COLUMNS = ("step", "name", "value", "time")
 
@@ -23,7 +23,8 @@ class CsvFiles(Backend):
         self.directory = context.run_dir / "csv"
         self.directory.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.directory / "params.csv", _table(
-            ("key", "value", "swept"), [(key, value, key in context.swept) for key, value in context.params.items()]))
+            ("key", "value", "swept"), [(key, value, key in context.swept)
+                                        for key, value in {**context.params, **context.provenance}.items()]))
         self.metrics = self.directory / "metrics.csv"
         if context.resumed_from is not None:
             self._drop_after(context.resumed_from)
@@ -50,6 +51,7 @@ class CsvFiles(Backend):
 
     def finish(self, status: str, outcome: Outcome | None) -> None:
         rows = [("status", status), *(headline(outcome).items() if outcome else ())]
+        rows += list(provenance_items(outcome.provenance).items()) if outcome else []
         rows += [(f"artifacts.{key}", path) for key, path in self.context.artifacts().items()]
         write_text_atomic(self.directory / "summary.csv", _table(("key", "value"), rows))
 

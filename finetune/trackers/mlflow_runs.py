@@ -9,13 +9,14 @@ import time
 from pathlib import Path
 
 from finetune.record import Outcome
-from finetune.trackers.base import Backend, RunContext, headline
+from finetune.trackers.base import Backend, RunContext, headline, provenance_items
 
 STATUSES = {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 # a server that is down costs seconds, not MLflow's default of minutes of retries; the user's settings win
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
                  "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 DEFAULT_EXPERIMENT = "finetune"
+MAX_TAG_VALUE = 5000  # MLflow's limit is 8000 characters
 
 
 def local_store(run_dir: Path) -> Path:
@@ -55,6 +56,7 @@ class MlflowRuns(Backend):
         experiment = context.spec.experiment or context.sweep or DEFAULT_EXPERIMENT
         tags = {"finetune.run_dir": str(context.run_dir), "finetune.sweep": context.sweep or ""}
         tags.update({f"swept.{key}": context.params.get(key, "") for key in context.swept})
+        tags.update({key: value[:MAX_TAG_VALUE] for key, value in context.provenance.items()})
         run = self.client.create_run(self._experiment_id(experiment, uri), run_name=context.name, tags=tags)
         self.run_id = run.info.run_id
         context.save_id(self.name, {"run_id": self.run_id, "tracking_uri": uri})
@@ -103,6 +105,8 @@ class MlflowRuns(Backend):
 
         now = int(time.time() * 1000)
         tags = [RunTag("finetune.status", status)]
+        if outcome:
+            tags += [RunTag(key, value[:MAX_TAG_VALUE]) for key, value in provenance_items(outcome.provenance).items()]
         tags += [RunTag(f"finetune.artifacts.{key}", path) for key, path in self.context.artifacts().items()]
         metrics = [Metric(f"summary/{key}", value, now, 0) for key, value in headline(outcome).items()] if outcome else []
         self.client.log_batch(self.run_id, metrics=metrics, tags=tags)

@@ -11,7 +11,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from finetune.record import Outcome
-from finetune.trackers.base import Backend, RunContext, headline
+from finetune.trackers.base import Backend, RunContext, headline, provenance_items
 
 HPARAM_TRAIN_KEYS = ("lr", "epochs", "batch_size", "grad_accum", "seed", "weight_decay", "warmup_ratio")
 HPARAM_DATA_KEYS = ("max_train_samples", "max_eval_samples", "max_source_length")
@@ -24,6 +24,11 @@ class TensorBoard(Backend):
         super().__init__(context)
         # purge_step drops the events the run that died wrote after its checkpoint
         self.writer = SummaryWriter(log_dir=str(context.run_dir / "tensorboard"), purge_step=context.resumed_from)
+        self._provenance("provenance/run", context.provenance)
+
+    def _provenance(self, tag: str, items: dict[str, str]) -> None:
+        if items:
+            self.writer.add_text(tag, "\n".join(f"    {key}: {value}" for key, value in items.items()), 0)
 
     def log(self, prefix: str, values: dict[str, float], step: int) -> None:
         for name, value in values.items():
@@ -35,6 +40,7 @@ class TensorBoard(Backend):
     def finish(self, status: str, outcome: Outcome | None) -> None:
         if outcome is not None:
             self._hparams(outcome)
+            self._provenance("provenance/inputs", provenance_items(outcome.provenance))
 
     def _hparams(self, outcome: Outcome) -> None:
         """The run's settings and headline results for TensorBoard's HParams tab (one row a run)."""

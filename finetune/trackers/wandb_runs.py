@@ -10,7 +10,7 @@ import secrets
 from urllib.parse import urlparse
 
 from finetune.record import Outcome
-from finetune.trackers.base import Backend, RunContext, headline
+from finetune.trackers.base import Backend, RunContext, headline, provenance_items
 
 STEP = "step"  # W&B's own step must only grow; a resumed run logs from its checkpoint's step again
 EXIT_CODES = {"completed": 0, "pruned": 0}
@@ -49,7 +49,8 @@ class WandbRuns(Backend):
         self.run = wandb.init(
             project=context.spec.project, group=context.spec.experiment or context.sweep, name=context.name,
             id=run_id, resume="allow", dir=str(context.run_dir), mode=wandb_mode(context.spec.mode),
-            config={key: value for key, value in context.params.items()}, settings=settings, reinit="create_new",
+            config={**context.params, **context.provenance}, settings=settings, reinit="create_new",
+            allow_val_change=True,  # a resumed run on another machine records that machine
             tags=[f"swept:{key}" for key in context.swept] or None,
         )
         self.finished = False
@@ -64,6 +65,8 @@ class WandbRuns(Backend):
 
     def finish(self, status: str, outcome: Outcome | None) -> None:
         self.run.summary["status"] = status
+        if outcome:
+            self.run.config.update(provenance_items(outcome.provenance), allow_val_change=True)
         self.run.summary.update({f"summary/{key}": value for key, value in headline(outcome).items()} if outcome else {})
         self.run.summary.update({f"artifacts/{key}": path for key, path in self.context.artifacts().items()})
         self.run.finish(exit_code=EXIT_CODES.get(status, 1))
