@@ -247,6 +247,8 @@ def tracker_lines(run_dir: Path) -> list[str]:
         ids = json.loads((run_dir / "trackers.json").read_text())
     except (OSError, ValueError):
         return []
+    if not isinstance(ids, dict):
+        return []
     lines = []
     if isinstance(ids.get("mlflow"), dict):
         uri = ids["mlflow"].get("tracking_uri", "")

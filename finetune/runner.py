@@ -30,7 +30,7 @@ from finetune.hardware import PeakMemory, agree_on_processes, compiled, loader_w
 from finetune.models import count_parameters, enable_gradient_checkpointing, load_model, load_tokenizer, model_source
 from finetune.plan import Plan
 from finetune.provenance import weights_provenance
-from finetune.trackers import Trackers, open_trackers
+from finetune.trackers import LOGGED, Trackers, open_trackers
 from finetune.record import Outcome, RunRecord
 from finetune.tasks import Task
 from finetune.tasks.columns import LabelledSplits
@@ -74,21 +74,27 @@ def execute(plan: Plan) -> RunRecord:
     checkpoints = Checkpoints(Path(run.output_dir) / "checkpoints", run.train.keep_checkpoints)
     resume_from = checkpoints.latest()
     results = ResultsFile(plan, write=main)
-    # resumed: each tracker continues its run, dropping what the run that died logged after the checkpoint
-    tracker = open_trackers(run, checkpoints.step(resume_from), results.record["provenance"], write=main)
-    memory = PeakMemory()
+    memory, tracker, completed = PeakMemory(), Trackers([]), False
     try:
         with stop_on_signals() as stop:
+            # resumed: each tracker continues its run, dropping what the run that died logged after the checkpoint
+            tracker = open_trackers(run, _resumed_step(checkpoints, resume_from, Path(run.output_dir)),
+                                    results.record["provenance"], write=main)
             session = Session(plan, accelerator, tracker, memory, checkpoints, resume_from, stop)
             outcome = _standalone(session) if plan.method.standalone else _recipe(session)
-            record = RunRecord.from_dict(results.complete(outcome))
-            tracker.finish("completed", outcome)
+            with stop.in_loop():  # a signal now waits: the record, then the trackers, are written whole
+                record = RunRecord.from_dict(results.complete(outcome))
+                completed = True
+                tracker.finish("completed", outcome)
             return record
     except TrialPruned as pruned:
         log.info("Trial %s pruned at step %d", plan.run.trial.number, pruned.training["optimizer_steps"])
+        record = RunRecord.from_dict(results.prune(pruned.training, pruned.validation))
         tracker.finish("pruned")
-        return RunRecord.from_dict(results.prune(pruned.training, pruned.validation))
+        return record
     except Interrupted as error:
+        if completed:  # a second signal while the trackers finished: the run itself is done and recorded
+            raise
         results.interrupt(error)
         tracker.finish("interrupted")
         raise
@@ -100,12 +106,21 @@ def execute(plan: Plan) -> RunRecord:
         raise RunError(f"cannot write {error.filename or 'a file'} ({error.strerror}); free space or fix the "
                        "permissions, then run the same command again: it resumes from the last checkpoint") from error
     except BaseException as error:
-        results.fail(error)
-        tracker.finish("failed")
+        if not completed:
+            results.fail(error)
+            tracker.finish("failed")
         raise
     finally:
         memory.stop()
         tracker.close()
+
+
+def _resumed_step(checkpoints: Checkpoints, resume_from: Path | None, run_dir: Path) -> int | None:
+    """The step the trackers continue after: the checkpoint's; 0 where an earlier run in this dir
+    logged but died before its first checkpoint (what it logged is dropped); None for a fresh dir."""
+    if resume_from is not None:
+        return checkpoints.step(resume_from)
+    return 0 if any((run_dir / name).exists() for name in LOGGED) else None
 
 
 def _recipe(session: Session) -> Outcome:

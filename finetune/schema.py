@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 import hashlib
-import importlib.util
 import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Dict, List, Optional
@@ -18,6 +17,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import MISSING
 
 from finetune.errors import UserError, one_of, require
+from finetune.logger_spec import LoggerSpec
 
 ARCHITECTURES = ("encoder", "seq2seq", "causal", "vision_language")
 DEVICES = ("auto", "cpu", "gpu")
@@ -234,32 +234,6 @@ class TrialSpec:
     study: Optional[str] = None
     number: Optional[int] = None
     pruning: bool = False  # the study has a pruner: report each validation and stop when pruned
-
-
-LOGGERS = ("tensorboard", "csv", "mlflow", "wandb")  # finetune.trackers: one module each
-OPTIONAL_LOGGERS = ("mlflow", "wandb")  # each its own pip extra, named after its library
-WANDB_MODES = ("online", "offline", "disabled")
-
-
-@dataclass(frozen=True)
-class LoggerSpec:
-    """Where a run's metrics go besides results.json (conf/logger); not part of what the run computes."""
-
-    backends: List[str] = field(default_factory=lambda: ["tensorboard"])  # one or several of LOGGERS
-    # MLflow's store: else $MLFLOW_TRACKING_URI, else a sqlite file under outputs/ (nothing leaves the machine)
-    tracking_uri: Optional[str] = None
-    experiment: Optional[str] = None  # MLflow's experiment and W&B's group: else the sweep's name, else "finetune"
-    project: str = "finetune"  # the W&B project
-    mode: Optional[str] = None  # W&B's mode: else $WANDB_MODE, else online only where the user is logged in
-
-    def __post_init__(self) -> None:
-        require(bool(self.backends), "logger.backends", f"must name at least one of {', '.join(LOGGERS)}")
-        for backend in self.backends:
-            one_of(backend, LOGGERS, "logger.backends")
-            require(backend not in OPTIONAL_LOGGERS or importlib.util.find_spec(backend) is not None, "logger.backends",
-                    f"{backend} is not installed; install its extra: pip install -c constraints.txt -e \".[{backend}]\"")
-        if self.mode is not None:
-            one_of(self.mode, WANDB_MODES, "logger.mode")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ SEED_KEY = "train.seed"
 NOT_SETTINGS = (  # where and how a run went, not what it computed
     "output_dir", "overrides", "restart", SEED_KEY, "hardware.name", "hardware.jobs_per_gpu", "hardware.num_threads",
     "trial.storage", "trial.study", "trial.number", "trial.pruning", "method.search",
-    "logger.backends", "logger.tracking_uri", "logger.experiment", "logger.project", "logger.mode",
+    "logger.tensorboard", "logger.csv", "logger.mlflow", "logger.wandb", "logger.tracking_uri", "logger.experiment",
+    "logger.project", "logger.mode",
     *(f"train.{key}" for key in TRAIN_BOOKKEEPING),
 )
 IDENTITY = ("model.name", "method.name", "dataset.name")  # always shown as model, method, dataset

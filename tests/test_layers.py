@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).parents[1] / "finetune"
 # lowest first; a module may import from its own layer and the ones before it
 LAYERS = (
     ("base", {"errors", "files", "record", "metrics", "environment", "progress", "logs", "sweep_names"}),
-    ("schema", {"schema"}),
+    ("schema", {"schema", "logger_spec"}),
     ("parts", {"models", "hardware", "batching", "cache", "checkpoint", "guards", "loading", "compat", "placement",
                "embeddings", "quantization", "provenance", "trackers"}),
     ("tasks", {"tasks", "data"}),
@@ -72,4 +72,4 @@ def test_there_is_no_import_circle():
 
 
 def test_the_schema_knows_no_method_task_or_plan():
-    assert imports()["schema"] <= {"errors"}
+    assert imports()["schema"] <= {"errors", "logger_spec"} and imports()["logger_spec"] <= {"errors"}

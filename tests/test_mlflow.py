@@ -5,6 +5,7 @@ run is one MLflow run; a server that is down does not fail a run; the default st
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -31,10 +32,11 @@ def server(tmp_path_factory):
     """`mlflow server` on 127.0.0.1 with a sqlite backend, for this module's tests."""
     root = tmp_path_factory.mktemp("mlflow")
     port = free_port()
+    server_log = (root / "server.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=(root / "server.log").open("w"))
+        stdout=subprocess.DEVNULL, stderr=server_log)
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -50,6 +52,7 @@ def server(tmp_path_factory):
     yield uri
     process.terminate()
     process.wait(timeout=30)
+    server_log.close()
 
 
 def metric_steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
@@ -113,3 +116,25 @@ def test_the_default_store_is_a_sqlite_file_under_outputs(tiny_plan, tmp_path, m
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
     [run] = client.search_runs([client.get_experiment_by_name("finetune").experiment_id])
     assert run.info.status == "FINISHED" and run.info.run_name == "one"
+
+
+def test_telemetry_is_off_unless_the_user_turned_it_on(tiny_plan, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    execute(tiny_plan("logger=mlflow", "train.max_steps=1", output_dir=tmp_path / "outputs" / "runs" / "one"))
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"
+
+
+@pytest.mark.slow
+def test_processes_that_first_open_one_default_store_together_all_get_it(tmp_path):
+    """Parallel sweep jobs opening a fresh outputs/mlflow.db: its tables are built once, under a lock."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    script = ("import sys; from finetune.trackers.mlflow_runs import sqlite_lock; from mlflow.tracking import MlflowClient\n"
+              "with sqlite_lock(sys.argv[1]):\n    client = MlflowClient(tracking_uri=sys.argv[1])\n"
+              "    client.get_experiment_by_name('finetune')\n"
+              "client.create_run(client.get_experiment_by_name('Default').experiment_id)\n")
+    workers = [subprocess.Popen([sys.executable, "-c", script, uri], stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}) for _ in range(4)]
+    errors = [worker.communicate(timeout=300)[1] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0] * 4, errors
+    assert len(MlflowClient(tracking_uri=uri).search_runs(["0"])) == 4

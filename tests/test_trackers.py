@@ -55,6 +55,28 @@ def test_a_resumed_run_logs_each_step_once(tiny_plan, tmp_path, monkeypatch):
     assert logged and max(logged.values()) == 1
     steps = resumed.training["optimizer_steps"]
     assert {int(step) for step, name in logged if name == "train/loss"} == set(range(1, steps + 1))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [event.step for event in events.Scalars("train/loss")] == list(range(1, steps + 1))  # each step once
+
+
+def test_a_run_that_died_before_its_first_checkpoint_logs_each_step_once_when_rerun(tiny_plan, tmp_path, monkeypatch):
+    from finetune.checkpoint import Checkpoints
+
+    settings = ("logger=csv", "train.epochs=1", "train.log_every_steps=1")
+
+    def die(*args, **kwargs):
+        raise SimulatedCrash("before the first checkpoint")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Checkpoints, "save", die)
+        with pytest.raises(SimulatedCrash):
+            execute(tiny_plan(*settings, output_dir=tmp_path))
+    execute(tiny_plan(*settings, output_dir=tmp_path))
+    logged = Counter((row["step"], row["name"]) for row in rows(tmp_path / "csv" / "metrics.csv"))
+    assert logged and max(logged.values()) == 1
 
 
 def test_a_failing_tracker_costs_one_warning_and_the_run_completes(tiny_plan, monkeypatch, caplog):
@@ -77,11 +99,18 @@ def test_a_failing_tracker_costs_one_warning_and_the_run_completes(tiny_plan, mo
 def test_a_tracker_that_is_not_installed_is_one_line_naming_its_extra(tiny_plan, monkeypatch):
     real = __import__("importlib.util").util.find_spec
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *args: None if name == "mlflow" else real(name, *args))
-    with pytest.raises(UserError, match=r'^logger.backends: mlflow is not installed; install its extra: '
+    with pytest.raises(UserError, match=r'^logger.mlflow: mlflow is not installed; install its extra: '
                                         r'pip install -c constraints.txt -e "\.\[mlflow\]"$'):
         tiny_plan("logger=mlflow")
-    with pytest.raises(UserError, match=r"^logger.backends: 'neptune' is not allowed; choose one of tensorboard, csv"):
-        tiny_plan("logger.backends=[neptune]")
+    with pytest.raises(UserError, match=r"^logger: switches every tracker off; keep at least one of tensorboard, csv"):
+        tiny_plan("logger.tensorboard=false")
+    with pytest.raises(UserError, match=r"^logger.tracking_uri: holds a password, which results.json"):
+        tiny_plan("logger.tracking_uri=postgresql://me:secret@db/mlflow")
+
+
+def test_logger_options_combine(tiny_plan):
+    assert tiny_plan("logger=[csv,mlflow]").run.logger.backends == ["tensorboard", "csv", "mlflow"]
+    assert tiny_plan("logger=csv", "logger.tensorboard=false").run.logger.backends == ["csv"]
 
 
 def test_logger_wandb_runs_offline_and_a_resumed_run_is_one_wandb_run(tiny_plan, tmp_path, monkeypatch):
@@ -103,7 +132,7 @@ def test_logger_wandb_runs_offline_and_a_resumed_run_is_one_wandb_run(tiny_plan,
                for key, value in items(record.summary.update).items()}
     assert summary["status"] == "completed" and summary["final_test/accuracy"] == outcome.metrics["test"]["accuracy"]
     [run] = [record.run for record in first if record.WhichOneof("record_type") == "run"]
-    assert run.run_id == saved and items(run.config.update)["train.lr"] == str(plan.run.train.lr)
+    assert run.run_id == saved and items(run.config.update)["train.lr"] == plan.run.train.lr  # a number, charted
     assert "provenance.machine.cpu" in items(run.config.update)
     steps = [[items(record.history.item)["step"] for record in records if record.WhichOneof("record_type") == "history"]
              for records in (first, resumed)]
@@ -160,3 +189,23 @@ def test_logger_many_records_one_run_in_every_tracker(tiny_plan, tmp_path, monke
     assert f"mlflow      run {run.info.run_id}  (mlflow ui --backend-store-uri sqlite:///" in summary
     assert f"wandb       offline; upload with: wandb sync {run_dir / 'wandb'}/offline-run-*" in summary
     assert "(results.json, model/, tensorboard/, csv/, wandb/)" in summary
+
+
+def test_wandb_is_offline_unless_logged_in_and_never_asked_online_without_a_login(tmp_path, monkeypatch):
+    from finetune.trackers.wandb_runs import wandb_mode
+
+    for variable in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_DISABLED"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert wandb_mode(None) == "offline" and wandb_mode("disabled") == "disabled"
+    with pytest.raises(UserError, match=r"^logger.mode: online needs a W&B login"):
+        wandb_mode("online")
+    monkeypatch.setenv("WANDB_MODE", "online")
+    with pytest.raises(UserError, match=r"^logger.mode: online needs a W&B login"):
+        wandb_mode(None)
+    monkeypatch.delenv("WANDB_MODE")
+    (tmp_path / ".netrc").write_text("machine api.wandb.ai login user password key\n")
+    (tmp_path / ".netrc").chmod(0o600)
+    assert wandb_mode(None) is None  # logged in: W&B's own settings (`wandb offline`) decide
+    monkeypatch.setenv("WANDB_DISABLED", "true")
+    assert wandb_mode(None) == "disabled"

@@ -15,6 +15,8 @@ from finetune.trackers.base import Backend, RunContext, run_context
 
 log = logging.getLogger(__name__)
 
+LOGGED = ("tensorboard", "csv", "trackers.json")  # in a run dir: an earlier attempt logged there
+
 # name -> (module, class); imported only when chosen, so that an installed tracker library costs nothing otherwise
 BACKENDS = {
     "tensorboard": ("finetune.trackers.tensorboard", "TensorBoard"),
@@ -55,22 +57,25 @@ class Trackers:
 
 
 def open_trackers(run: Run, resumed_from: int | None, provenance: dict[str, Any], write: bool = True) -> Trackers:
-    """The trackers `run.logger.backends` names, continuing their runs where `resumed_from` is a
+    """The trackers `run.logger` switches on, continuing their runs where `resumed_from` is a
     checkpoint's step; each records `provenance` (results.json's: code, command, machine)."""
     if not write:
         return Trackers([])
     context = run_context(run, resumed_from, provenance)
-    opened = []
-    for name in dict.fromkeys(run.logger.backends):
-        module, attribute = BACKENDS[name]
-        backend_class = getattr(importlib.import_module(module), attribute)
-        try:
-            opened.append(backend_class(context))
-        except UserError:
-            raise
-        except Exception as error:  # noqa: BLE001 - e.g. a tracking server that is down: the run goes on
-            log.warning("logger %s could not start (%s: %s); this run goes on without it", name, type(error).__name__,
-                        str(error).splitlines()[0] if str(error) else "")
+    opened: list[Backend] = []
+    try:
+        for name in run.logger.backends:
+            try:
+                module, attribute = BACKENDS[name]
+                opened.append(getattr(importlib.import_module(module), attribute)(context))
+            except UserError:
+                raise
+            except Exception as error:  # noqa: BLE001 - a server that is down, a broken install: the run goes on
+                log.warning("logger %s could not start (%s: %s); this run goes on without it", name,
+                            type(error).__name__, str(error).splitlines()[0] if str(error) else "")
+    except BaseException:  # a refusal or a signal while opening: what did open is closed
+        Trackers(opened).close()
+        raise
     return Trackers(opened)
 
 

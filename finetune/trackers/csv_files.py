@@ -35,13 +35,14 @@ class CsvFiles(Backend):
             self.writer.writerow(METRIC_COLUMNS)
 
     def _drop_after(self, step: int) -> None:
-        """What the run that died logged after its checkpoint: the resumed run logs it again."""
+        """What the run that died logged after its checkpoint (and a line a kill cut short): the resumed
+        run logs it again."""
         try:
             with self.metrics.open(newline="") as handle:
                 rows = list(csv.reader(handle))
         except FileNotFoundError:
             return
-        kept = [row for row in rows[1:] if row and int(row[0]) <= step]
+        kept = [row for row in rows[1:] if len(row) == len(METRIC_COLUMNS) and row[0].isdigit() and int(row[0]) <= step]
         write_text_atomic(self.metrics, _table(METRIC_COLUMNS, kept))
 
     def log(self, prefix: str, values: dict[str, float], step: int) -> None:

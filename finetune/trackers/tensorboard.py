@@ -22,8 +22,10 @@ class TensorBoard(Backend):
 
     def __init__(self, context: RunContext) -> None:
         super().__init__(context)
-        # purge_step drops the events the run that died wrote after its checkpoint
-        self.writer = SummaryWriter(log_dir=str(context.run_dir / "tensorboard"), purge_step=context.resumed_from)
+        # purge_step drops the events the run that died wrote after its checkpoint (the checkpoint's own step is
+        # logged before it is saved, and the resumed run goes on from the next)
+        purge = None if context.resumed_from is None else context.resumed_from + 1
+        self.writer = SummaryWriter(log_dir=str(context.run_dir / "tensorboard"), purge_step=purge)
         self._provenance("provenance/run", context.provenance)
 
     def _provenance(self, tag: str, items: dict[str, str]) -> None:
